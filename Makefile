@@ -1,0 +1,51 @@
+# housing-api: one command per habit. The quickstart is `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+BIN         := $(VENV)/bin
+PY          := $(BIN)/python
+UV          := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+HOST        ?= 127.0.0.1
+PORT        ?= 8000
+# The offline copy of the California housing data that ships beside this repo (see README).
+SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
+export SCIKIT_LEARN_DATA
+
+.PHONY: help install deps run test lint typecheck train lock-check clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+deps:  ## install OS packages the tests use (redis-server) when root and missing
+	@bash scripts/install-deps.sh
+
+$(UV):
+	@echo "installing uv into ~/.local/bin"; \
+	python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --quiet uv --break-system-packages
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: deps $(VENV)/.installed  ## create .venv with the runtime and dev dependencies
+
+run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_URL for Redis)
+	$(BIN)/housing-api serve --host $(HOST) --port $(PORT)
+
+test: install  ## run the whole test suite (unit + integration against real processes)
+	$(BIN)/pytest -q
+
+lint:  ## ruff + mypy --strict on src/
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+lock-check:  ## fail when uv.lock is out of date with pyproject.toml
+	$(UV) lock --check
+
+train: install  ## retrain model/model.joblib + model/model.json from SCIKIT_LEARN_DATA
+	$(BIN)/housing-api train
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

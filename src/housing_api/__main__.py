@@ -1,0 +1,3 @@
+from housing_api.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Command line: `housing-api serve` and `housing-api train`. Argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from housing_api.errors import ModelArtifactError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from housing_api.app import create_app
+    from housing_api.config import Settings
+    from housing_api.model import verify_artifact
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
+        verify_artifact(settings.model_path)
+    except ModelArtifactError as exc:
+        print(f"housing-api: cannot start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=args.graceful_timeout,
+        # One worker per process: scale with replicas (see README, "One process per pod").
+        workers=None,
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from housing_api.train import train
+
+    result = train(Path(args.out), download=args.download)
+    print(f"wrote {args.out} (version {result.meta['version'][:16]}): held-out R2={result.r2:.4f} MAE={result.mae:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="housing-api", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM")
+    serve.set_defaults(func=_serve)
+    train = sub.add_parser("train", help="train the model and write model/model.joblib + model.json")
+    train.add_argument("--out", default="model/model.joblib")
+    train.add_argument("--download", action="store_true", help="let scikit-learn download the data if it is not in SCIKIT_LEARN_DATA")
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
