@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from housing_api.errors import ModelArtifactError
+
+
+def _clean_exit_server_class() -> type:
+    import uvicorn
+
+    class CleanExitServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die with
+        -15. A drained SIGTERM is the normal way a pod stops: exit 0."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM and sig in self._captured_signals:
+                self._captured_signals.remove(sig)
+
+    return CleanExitServer
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -25,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelArtifactError as exc:
         print(f"housing-api: cannot start: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -34,9 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=args.graceful_timeout,
-        # One worker per process: scale with replicas (see README, "One process per pod").
-        workers=None,
     )
+    _clean_exit_server_class()(config).run()
     return 0
 
 
@@ -54,11 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM")
+    serve.add_argument(
+        "--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM"
+    )
     serve.set_defaults(func=_serve)
     train = sub.add_parser("train", help="train the model and write model/model.joblib + model.json")
     train.add_argument("--out", default="model/model.joblib")
-    train.add_argument("--download", action="store_true", help="let scikit-learn download the data if it is not in SCIKIT_LEARN_DATA")
+    train.add_argument(
+        "--download", action="store_true", help="let scikit-learn download the data if it is not in SCIKIT_LEARN_DATA"
+    )
     train.set_defaults(func=_train)
     return parser
 

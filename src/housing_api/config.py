@@ -14,17 +14,28 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     model_path: Path = Field(Path("model/model.joblib"), description="Model artifact; model.json must sit beside it.")
-    redis_url: str | None = Field(None, description="redis:// or rediss:// URL of the shared cache tier; unset = in-process tier only.")
+    redis_url: str | None = Field(
+        None, description="redis:// or rediss:// URL of the shared cache tier; unset = in-process tier only."
+    )
     cache_prefix: str = Field("housing", description="Prefix of every Redis key.")
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of each cached row in Redis.")
     memory_cache_rows: int = Field(100_000, ge=0, description="Rows kept in the in-process LRU tier; 0 disables it.")
     redis_timeout_ms: float = Field(50.0, gt=0, description="Connect and socket timeout for Redis calls.")
-    redis_retry_interval_s: float = Field(1.0, ge=0, description="After a Redis failure, skip Redis for this long before trying again.")
+    redis_retry_interval_s: float = Field(
+        1.0, ge=0, description="After a Redis failure, skip Redis for this long before trying again."
+    )
     max_batch_rows: int = Field(1000, ge=1, description="Most rows accepted in one POST /predict.")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body; larger bodies get 413.")
     batch_max_rows: int = Field(1024, ge=1, description="Most rows the micro-batcher sends to the model in one call.")
-    batch_max_wait_ms: float = Field(0.0, ge=0, description="Extra time a micro-batch may wait for more rows (0 = adaptive, never waits when idle).")
+    batch_max_wait_ms: float = Field(
+        0.0, ge=0, description="Extra time a micro-batch may wait for more rows (0 = adaptive, never waits when idle)."
+    )
     max_inflight_requests: int = Field(512, ge=1, description="Prediction requests admitted at once; more get 429.")
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
     log_level: str = Field("info", description="Python log level.")
+    inline_predict_rows: int = Field(
+        32,
+        ge=0,
+        description="Batches up to this size run on the event loop when the compiled inference path is active (a thread hop costs more than the prediction).",
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from housing_api import FEATURES
 
@@ -19,7 +20,7 @@ Row = tuple[float, ...]
 _PACK = struct.Struct("<8d")
 
 
-def canonical_row(values: Mapping[str, float]) -> Row:
+def canonical_row(values: Mapping[str, Any]) -> Row:
     """Return the row's values as float64 in feature order (extra keys are ignored)."""
     return tuple(float(values[name]) + 0.0 for name in FEATURES)
 

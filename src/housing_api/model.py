@@ -71,9 +71,7 @@ def read_metadata(model_path: Path) -> ModelInfo:
 def read_verified_bytes(model_path: Path, info: ModelInfo) -> bytes:
     """The artifact's bytes, only if their sha256 is the version model.json records."""
     if not model_path.is_file():
-        raise ModelArtifactMissing(
-            f"model artifact {model_path} not found; run `housing-api train` or set MODEL_PATH"
-        )
+        raise ModelArtifactMissing(f"model artifact {model_path} not found; run `housing-api train` or set MODEL_PATH")
     data = model_path.read_bytes()
     actual = sha256_hex(data)
     if actual != info.version:
@@ -106,6 +104,7 @@ class Model:
         self.estimator = estimator
         self.info = info
         self.version = info.version
+        self.fast_path = False
 
     def predict(self, X: Matrix) -> Matrix:
         return np.asarray(self.estimator.predict(X), dtype=np.float64)

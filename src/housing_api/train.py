@@ -56,21 +56,33 @@ def train(out: Path, download: bool = False) -> TrainResult:
     est = HistGradientBoostingRegressor(**PARAMS).fit(X_tr, y_tr)
     pred = est.predict(X_te)
     r2, mae = float(r2_score(y_te, pred)), float(mean_absolute_error(y_te, pred))
+    meta = write_artifact(
+        est,
+        out,
+        {
+            "estimator": type(est).__name__,
+            "params": PARAMS,
+            "target": "MedHouseVal (units of $100,000)",
+            "holdout_r2": round(r2, 6),
+            "holdout_mae": round(mae, 6),
+            "train_rows": len(y_tr),
+            "test_rows": len(y_te),
+            "split": {"test_size": TEST_SIZE, "random_state": SEED},
+        },
+    )
+    return TrainResult(r2, mae, meta)
+
+
+def write_artifact(estimator: object, out: Path, details: dict[str, Any]) -> dict[str, Any]:
+    """Write model.joblib and the model.json that vouches for it (version = sha256 of the bytes)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(est, out)
+    joblib.dump(estimator, out)
     meta = {
         "version": sha256_hex(out.read_bytes()),
         "sklearn_version": sklearn.__version__,
-        "estimator": type(est).__name__,
-        "params": PARAMS,
         "features": list(FEATURES),
-        "target": "MedHouseVal (units of $100,000)",
-        "holdout_r2": round(r2, 6),
-        "holdout_mae": round(mae, 6),
-        "train_rows": len(y_tr),
-        "test_rows": len(y_te),
-        "split": {"test_size": TEST_SIZE, "random_state": SEED},
+        **details,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     metadata_path(out).write_text(json.dumps(meta, indent=2) + "\n")
-    return TrainResult(r2, mae, meta)
+    return meta

@@ -1,0 +1,269 @@
+"""Routes, and the one table that maps exceptions to HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, cast
+
+import orjson
+from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi_cache.decorator import cache
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from housing_api.errors import Overloaded, ShuttingDown
+from housing_api.http_cache import row_key_builder, stable_etag
+from housing_api.schemas import (
+    BOUNDS,
+    DESCRIPTIONS,
+    SAMPLE_BATCH,
+    ErrorBody,
+    FieldError,
+    HealthBody,
+    PredictResponse,
+    ReadyBody,
+    describe_validation_error,
+)
+from housing_api.service import PredictionService
+
+log = logging.getLogger(__name__)
+JSON_TYPES = ("application/json",)
+
+
+class BodyTooLarge(Exception):
+    """The request body is over MAX_BODY_BYTES."""
+
+
+class UnsupportedMediaType(Exception):
+    """The body is declared as something other than JSON."""
+
+
+class InvalidBatch(Exception):
+    """The batch failed validation; carries the error body."""
+
+    def __init__(self, body: ErrorBody) -> None:
+        super().__init__(body.detail)
+        self.body = body
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def _error(
+    status: int, detail: str, headers: dict[str, str] | None = None, errors: list[FieldError] | None = None
+) -> Response:
+    return _json(ErrorBody(detail=detail, errors=errors or []).model_dump(), status, headers)
+
+
+# -- the exception -> status table ---------------------------------------------------------------
+async def _invalid_batch(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidBatch)
+    return _json(exc.body.model_dump(), 422)
+
+
+async def _invalid_query(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [FieldError(row=0, field=str(e["loc"][-1])[:64], message=e["msg"]) for e in exc.errors()]
+    first = errors[0] if errors else FieldError(row=None, field=None, message="invalid request")
+    return _error(422, f"field {first.field}: {first.message}", errors=errors)
+
+
+async def _too_large(request: Request, _: Exception) -> Response:
+    limit = request.app.state.settings.max_body_bytes
+    # The rest of the body is not read; closing the connection keeps the client from sending it.
+    return _error(413, f"request body is larger than {limit} bytes", headers={"Connection": "close"})
+
+
+async def _media_type(_: Request, __: Exception) -> Response:
+    return _error(415, "send the batch as JSON with Content-Type: application/json")
+
+
+async def _overloaded(_: Request, exc: Exception) -> Response:
+    # 429, not 503: Istio and many clients retry 503 at once, which multiplies an overload.
+    assert isinstance(exc, Overloaded)
+    return _error(429, f"overloaded: {exc.reason}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _shutting_down(_: Request, __: Exception) -> Response:
+    return _error(503, "the service is shutting down; retry on another replica", headers={"Connection": "close"})
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal error; it has been logged")
+
+
+EXCEPTION_STATUS: dict[type[Exception], Any] = {
+    InvalidBatch: _invalid_batch,
+    RequestValidationError: _invalid_query,
+    BodyTooLarge: _too_large,
+    UnsupportedMediaType: _media_type,
+    Overloaded: _overloaded,
+    ShuttingDown: _shutting_down,
+    StarletteHTTPException: _http_error,
+    Exception: _unexpected,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    for exc_type, handler in EXCEPTION_STATUS.items():
+        app.add_exception_handler(exc_type, handler)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def get_service(request: Request) -> PredictionService:
+    service: PredictionService = request.app.state.service
+    return service
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it is known to be over the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_json_content_type(request: Request) -> None:
+    """A missing Content-Type is taken as JSON; a different one is refused (415)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media not in JSON_TYPES and not media.endswith("+json"):
+        raise UnsupportedMediaType()
+
+
+def _query_field(name: str) -> Any:
+    return Annotated[float, Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name])]
+
+
+class HouseQuery(BaseModel):
+    """GET /predict's query parameters: one row, the same rules as the JSON body."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": cast(Any, SAMPLE_BATCH[0])})
+
+    MedInc: _query_field("MedInc")  # type: ignore[valid-type]
+    HouseAge: _query_field("HouseAge")  # type: ignore[valid-type]
+    AveRooms: _query_field("AveRooms")  # type: ignore[valid-type]
+    AveBedrms: _query_field("AveBedrms")  # type: ignore[valid-type]
+    Population: _query_field("Population")  # type: ignore[valid-type]
+    AveOccup: _query_field("AveOccup")  # type: ignore[valid-type]
+    Latitude: _query_field("Latitude")  # type: ignore[valid-type]
+    Longitude: _query_field("Longitude")  # type: ignore[valid-type]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
+    415: {"model": ErrorBody, "description": "Body is not JSON."},
+    422: {"model": ErrorBody, "description": "Invalid batch; names the row index and field."},
+    429: {"model": ErrorBody, "description": "Overloaded; retry after Retry-After seconds."},
+    503: {"model": ErrorBody, "description": "Shutting down."},
+}
+X_CACHE = {"X-Cache": {"description": "HIT (every row from a cache), MISS or PARTIAL.", "schema": {"type": "string"}}}
+
+
+def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
+        "/predict",
+        summary="Predict a batch",
+        response_model=None,
+        responses={
+            200: {
+                "model": PredictResponse,
+                "headers": X_CACHE,
+                "content": {"application/json": {"example": sample_response}},
+            },
+            **ERRORS,
+        },
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
+    )
+    async def predict(request: Request) -> Response:
+        """Predict median house values for a JSON array of 1..MAX_BATCH_ROWS rows.
+
+        Each row is looked up in the in-process cache, then Redis; only rows no cache knows are
+        sent to the model, batched with other requests' rows. If any row is invalid the whole
+        request is refused with 422, naming the row index and the field.
+        """
+        service = get_service(request)
+        check_json_content_type(request)
+        async with service.admitted():
+            body = await read_limited_body(request, request.app.state.settings.max_body_bytes)
+            try:
+                content, status = await service.predict_body(body)
+            except ValidationError as exc:
+                raise InvalidBatch(describe_validation_error(exc)) from None
+        return Response(content, media_type="application/json", headers={"X-Cache": status})
+
+    @router.get(
+        "/predict",
+        summary="Predict one row (HTTP-cacheable)",
+        response_model=PredictResponse,
+        responses={
+            200: {"headers": {**X_CACHE, "ETag": {"schema": {"type": "string"}}}},
+            304: {"description": "Not modified (If-None-Match matched the ETag)."},
+            **ERRORS,
+        },
+    )
+    @stable_etag
+    @cache(namespace="get-predict", key_builder=row_key_builder)
+    async def predict_one(
+        request: Request, response: Response, features: Annotated[HouseQuery, Query()]
+    ) -> dict[str, Any]:
+        """Predict one row given as query parameters; cached whole, with ETag and 304."""
+        service = get_service(request)
+        async with service.admitted():
+            result, _ = await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
+        return result
+
+    @router.get("/health", response_model=HealthBody, summary="Liveness in the lab's format")
+    async def health() -> dict[str, str]:
+        """{"status": "healthy"} while the process serves (what the lab's load scripts check)."""
+        return {"status": "healthy"}
+
+    @router.get("/livez", response_model=HealthBody, summary="Process is up")
+    async def livez() -> dict[str, str]:
+        """Answers as long as the event loop runs; inference never blocks it."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> dict[str, str]:
+        """Ready once the model is loaded. A Redis outage is reported (cache: degraded) but does
+        not make the pod unready: the cache is optional and the model still answers."""
+        service = get_service(request)
+        redis = service.resolver.redis
+        if redis is None:
+            cache_state = "disabled"
+        else:
+            if redis.degraded and redis.usable():
+                await redis.ping()
+            cache_state = "degraded" if redis.degraded else "ok"
+        return {"status": "ready", "model_version": service.model.version, "cache": cache_state}
+
+    @router.get(
+        "/model",
+        summary="Model metadata",
+        responses={200: {"content": {"application/json": {"example": {"version": "a7f2…", "holdout_r2": 0.8537}}}}},
+    )
+    async def model_metadata(request: Request) -> dict[str, Any]:
+        """The metadata in model.json: version (sha256), scikit-learn version, features, R², MAE."""
+        service = get_service(request)
+        return {**service.model.info.raw, "fast_path": service.model.fast_path}
+
+    return router

@@ -1,0 +1,120 @@
+"""create_app(settings) and the lifespan that owns the model, Redis, the resolver and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi_cache import FastAPICache
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from housing_api import FEATURES, __version__
+from housing_api.api import build_router, install_error_handlers
+from housing_api.batching import Resolver
+from housing_api.cache import MemoryTier, RedisTier
+from housing_api.config import Settings
+from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
+from housing_api.keys import Row, key_namespace
+from housing_api.metrics import LATENCY_BUCKETS, ServiceMetrics
+from housing_api.model import load_model
+from housing_api.schemas import SAMPLE_BATCH, BatchValidator
+from housing_api.service import PredictionService
+
+log = logging.getLogger(__name__)
+
+
+def _sample_response() -> dict[str, Any]:
+    return {
+        "query_key": "5d1c0c9a0f0a4b8e9d7c2f1e3a6b4c8d",
+        "inputs": [{f: float(r[f]) for f in FEATURES} for r in SAMPLE_BATCH],
+        "prediction": [4.41, 1.73, 1.78, 1.40],
+        "model_version": "a7f2280e79f4d97e84b355d32dbfbcf9ea6858e7ece119ed3d0b1328df6258cb",
+    }
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing is loaded or connected until the lifespan starts."""
+    settings = settings or Settings()
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    validator = BatchValidator(settings.max_batch_rows)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service, redis = await _start(settings, metrics, validator)
+        app.state.service = service
+        app.state.http_cache_backend = HttpCacheBackend(min(settings.memory_cache_rows, 10_000), redis)
+        FastAPICache.init(
+            AppScopedBackend(), prefix=f"{settings.cache_prefix}-http", expire=settings.http_cache_max_age
+        )
+        log.info(
+            "ready: model %s (fast path: %s), cache %s",
+            service.model.version[:16],
+            service.model.fast_path,
+            "redis + memory" if redis else "memory only",
+        )
+        try:
+            yield
+        finally:
+            await service.resolver.stop()
+            if redis is not None:
+                await redis.close()
+
+    app = FastAPI(
+        title="housing-api",
+        version=__version__,
+        summary="California house-price predictions for batches of inputs, with a per-row cache.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.include_router(build_router(validator.openapi_schema(), _sample_response()))
+    install_error_handlers(app)
+    _instrument(app, registry)
+    return app
+
+
+async def _start(
+    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator
+) -> tuple[PredictionService, RedisTier | None]:
+    model = load_model(settings.model_path)
+    metrics.model_info.labels(model.version, type(model.estimator).__name__, str(model.fast_path).lower()).set(1)
+    redis = None
+    if settings.redis_url:
+        redis = RedisTier(
+            settings.redis_url,
+            settings.redis_timeout_ms / 1000,
+            settings.cache_ttl_seconds,
+            settings.redis_retry_interval_s,
+            metrics,
+        )
+        if not await redis.ping():
+            log.warning("Redis is not reachable at startup; starting degraded (model + in-process tier)")
+    memory: MemoryTier[Row, float] = MemoryTier(settings.memory_cache_rows)
+    resolver = Resolver(
+        model, memory, redis, key_namespace(settings.cache_prefix, model.version), metrics,
+        batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_queued_rows=settings.max_queued_rows, inline_predict_rows=settings.inline_predict_rows,
+    )  # fmt: skip
+    resolver.start()
+    service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)
+    return service, redis
+
+
+def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+    Instrumentator(
+        should_group_status_codes=True,
+        should_ignore_untemplated=False,
+        should_group_untemplated=True,
+        # Its in-progress gauge ignores `registry` and lands in the global one (two apps in one
+        # process then collide); housing_api_inflight_requests counts requests in flight instead.
+        should_instrument_requests_inprogress=False,
+        excluded_handlers=["/metrics"],
+        registry=registry,
+    ).instrument(app, latency_lowr_buckets=LATENCY_BUCKETS, latency_highr_buckets=LATENCY_BUCKETS).expose(
+        app, include_in_schema=False
+    )

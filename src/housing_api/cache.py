@@ -1,0 +1,168 @@
+"""The cache tiers: a bounded in-process LRU and Redis.
+
+A Redis failure is a miss, never an error for the client: it is counted, logged once per outage
+(not once per request), and Redis is skipped for REDIS_RETRY_INTERVAL_S before it is tried again,
+so a dead Redis costs one timeout per interval rather than one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from housing_api.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class MemoryTier(Generic[K, V]):
+    """A bounded least-recently-used map; capacity 0 stores nothing."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        if self.capacity <= 0:
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+def encode_value(value: float) -> bytes:
+    """repr() of a float round-trips exactly and stays readable in redis-cli."""
+    return repr(value).encode()
+
+
+def decode_value(raw: bytes) -> float:
+    return float(raw)
+
+
+class RedisTier:
+    """The shared tier. get_many/set_many never raise: failures become misses."""
+
+    def __init__(
+        self, url: str, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.retry_interval_s = retry_interval_s
+        self.metrics = metrics
+        # No client-side retries: the service's answer is to skip the cache, not to wait for it.
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        self._down_until = 0.0
+        self._degraded = False
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded
+
+    def usable(self) -> bool:
+        """False while backing off after a failure."""
+        return not self._degraded or time.monotonic() >= self._down_until
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.client.ping()
+        except Exception as exc:  # any failure means "not reachable now"
+            self._failed("ping", exc)
+            return False
+        self._succeeded()
+        return True
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """One MGET; None when Redis is unavailable (the caller treats every key as a miss)."""
+        if not keys or not self.usable():
+            return None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                values: list[bytes | None] = list(await self.client.mget(keys))  # type: ignore[arg-type]
+        except Exception as exc:  # a cache failure is a miss, whatever its kind
+            self._failed("get", exc)
+            return None
+        self._succeeded()
+        return values
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: int | None = None) -> bool:
+        """One pipelined round trip of SET key value EX ttl."""
+        if not items or not self.usable():
+            return False
+        try:
+            async with asyncio.timeout(self.timeout_s * 4):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for key, value in items:
+                        pipe.set(key, value, ex=ttl_s or self.ttl_s)
+                    await pipe.execute()
+        except Exception as exc:
+            self._failed("set", exc)
+            return False
+        self._succeeded()
+        return True
+
+    async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
+        """For the fastapi-cache2 backend: value and remaining TTL in one round trip."""
+        if not self.usable():
+            return 0, None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.ttl(key)
+                    pipe.get(key)
+                    ttl, value = await pipe.execute()
+        except Exception as exc:
+            self._failed("get", exc)
+            return 0, None
+        self._succeeded()
+        return max(int(ttl), 0), value
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        self.metrics.redis_errors.labels(op).inc()
+        self._down_until = time.monotonic() + self.retry_interval_s
+        if not self._degraded:
+            self._degraded = True
+            self.metrics.redis_up.set(0)
+            log.warning(
+                "Redis unavailable (%s: %s); serving from the model and the in-process tier, "
+                "retrying every %.1fs", type(exc).__name__, exc, self.retry_interval_s,
+            )  # fmt: skip
+
+    def _succeeded(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            log.warning("Redis reachable again; the shared cache tier is back in use")
+        self.metrics.redis_up.set(1)

@@ -1,0 +1,155 @@
+"""Request and response bodies, and the validator for POST /predict.
+
+POST bodies are validated straight from bytes by pydantic-core (no json.loads, no intermediate
+objects); every number must be a finite JSON number. Python's json module would accept NaN and
+Infinity and `true` would pass as 1, so the fields are strict and reject non-finite values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from housing_api import FEATURES
+
+# One table of rules: the JSON body (strict) and the GET query (parsed from strings) share it.
+BOUNDS: dict[str, dict[str, Any]] = {
+    "MedInc": {"gt": 0},
+    "HouseAge": {"ge": 0},
+    "AveRooms": {"gt": 0},
+    "AveBedrms": {"ge": 0},
+    "Population": {"ge": 0},
+    "AveOccup": {"gt": 0},
+    "Latitude": {"ge": -90, "le": 90},
+    "Longitude": {"ge": -180, "le": 180},
+}
+DESCRIPTIONS: dict[str, str] = {
+    "MedInc": "Median income in the block group, in tens of thousands of dollars (> 0).",
+    "HouseAge": "Median house age in years (>= 0).",
+    "AveRooms": "Average rooms per household (> 0).",
+    "AveBedrms": "Average bedrooms per household (>= 0).",
+    "Population": "Block group population (>= 0).",
+    "AveOccup": "Average household members (> 0).",
+    "Latitude": "Degrees north, in [-90, 90].",
+    "Longitude": "Degrees east, in [-180, 180].",
+}
+assert tuple(BOUNDS) == FEATURES  # the order is the model's column order
+
+
+def _strict(name: str) -> Any:
+    return Annotated[
+        float,
+        Field(strict=True, allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name]),
+    ]
+
+
+class HouseFeatures(TypedDict):
+    """One block group's features; extra keys are ignored."""
+
+    __pydantic_config__ = ConfigDict(extra="ignore", title="HouseFeatures")  # type: ignore[misc]
+
+    MedInc: _strict("MedInc")  # type: ignore[valid-type]
+    HouseAge: _strict("HouseAge")  # type: ignore[valid-type]
+    AveRooms: _strict("AveRooms")  # type: ignore[valid-type]
+    AveBedrms: _strict("AveBedrms")  # type: ignore[valid-type]
+    Population: _strict("Population")  # type: ignore[valid-type]
+    AveOccup: _strict("AveOccup")  # type: ignore[valid-type]
+    Latitude: _strict("Latitude")  # type: ignore[valid-type]
+    Longitude: _strict("Longitude")  # type: ignore[valid-type]
+
+
+SAMPLE_BATCH: list[dict[str, float]] = [
+    {"MedInc": 8.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02, "Population": 322, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23},
+    {"MedInc": 2.3252, "HouseAge": 20, "AveRooms": 2.98, "AveBedrms": 1.02, "Population": 322, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23},
+    {"MedInc": 3.3252, "HouseAge": 12, "AveRooms": 4.5, "AveBedrms": 3.02, "Population": 322, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23},
+    {"MedInc": 4.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 2.02, "Population": 123, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23},
+]  # fmt: skip
+"""The course lab's sample batch."""
+
+
+class BatchValidator:
+    """Validates a POST /predict body (bytes) into rows; the row limit comes from Settings."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self._adapter: TypeAdapter[list[HouseFeatures]] = TypeAdapter(
+            Annotated[list[HouseFeatures], Field(min_length=1, max_length=max_rows)]
+        )
+
+    def validate(self, body: bytes) -> list[HouseFeatures]:
+        """Raise pydantic.ValidationError when anything is wrong."""
+        return self._adapter.validate_json(body)
+
+    def openapi_schema(self) -> dict[str, Any]:
+        """The body's JSON schema with the row schema inlined (no $defs to register)."""
+        schema = self._adapter.json_schema()
+        row = schema.pop("$defs")["HouseFeatures"]
+        schema["items"] = row
+        schema["example"] = SAMPLE_BATCH
+        return schema
+
+
+class PredictResponse(BaseModel):
+    """A batch's predictions, in the shape the course lab's clients use."""
+
+    query_key: str = Field(description="Hex digest of the canonical validated batch.")
+    inputs: list[HouseFeatures] = Field(description="The validated rows, extra fields dropped.")
+    prediction: list[float] = Field(description="Median house value per row, in $100,000s.")
+    model_version: str = Field(description="sha256 of the model artifact that answered.")
+
+
+class FieldError(BaseModel):
+    """One problem with the request."""
+
+    row: int | None = Field(description="Index of the offending row, when there is one.")
+    field: str | None = Field(description="Name of the offending field, when there is one.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this shape."""
+
+    detail: str = Field(description="One line saying what is wrong.")
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class HealthBody(BaseModel):
+    status: str = Field(examples=["healthy"])
+
+
+class ReadyBody(BaseModel):
+    status: str = Field(examples=["ready"])
+    model_version: str
+    cache: str = Field(
+        description="ok, degraded (Redis unreachable: served from the model and the in-process tier) or disabled (no REDIS_URL)."
+    )
+
+
+def describe_validation_error(exc: ValidationError) -> ErrorBody:
+    """Turn pydantic's errors into the service's error body, naming row index and field."""
+    errors = [_field_error(e["loc"], e["msg"]) for e in exc.errors(include_url=False, include_input=False)]
+    first = errors[0]
+    where = ", ".join(p for p in (_row_text(first.row), _field_text(first.field)) if p)
+    summary = f"{where}: {first.message}" if where else first.message
+    if len(errors) > 1:
+        summary += f" (and {len(errors) - 1} more)"
+    return ErrorBody(detail=summary, errors=errors[:50])
+
+
+def _field_error(loc: tuple[int | str, ...], msg: str) -> FieldError:
+    # pydantic locations look like (row, field) for the body, ("query", field) for GET.
+    row = next((p for p in loc if isinstance(p, int)), None)
+    field = next((p for p in loc if isinstance(p, str) and p not in ("body", "query")), None)
+    if field is not None and len(field) > 64:
+        field = field[:61] + "..."  # a hostile 1 MB key must not be echoed back
+    return FieldError(row=row, field=field, message=msg)
+
+
+def _row_text(row: int | None) -> str:
+    return f"row {row}" if row is not None else ""
+
+
+def _field_text(field: str | None) -> str:
+    return f"field {field}" if field is not None else ""

@@ -1,0 +1,81 @@
+"""The prediction use case: validated rows in, predictions and cache status out.
+
+Admission is bounded here: past MAX_INFLIGHT_REQUESTS a request is refused at once (429) instead
+of queueing without limit; the resolver bounds the rows waiting for Redis and the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import orjson
+
+from housing_api import FEATURES
+from housing_api.batching import Resolver, Source
+from housing_api.errors import Overloaded
+from housing_api.keys import Row, batch_digest, canonical_row
+from housing_api.metrics import ServiceMetrics
+from housing_api.model import Model
+from housing_api.schemas import BatchValidator, HouseFeatures
+
+CacheStatus = Literal["HIT", "MISS", "PARTIAL"]
+
+
+def cache_status(sources: Sequence[Source]) -> CacheStatus:
+    """HIT: every row came from a cache tier; MISS: every row from the model."""
+    from_model = sum(1 for s in sources if s == "model")
+    if from_model == 0:
+        return "HIT"
+    return "MISS" if from_model == len(sources) else "PARTIAL"
+
+
+class PredictionService:
+    """What the routes call; owned by the app's lifespan."""
+
+    def __init__(
+        self,
+        model: Model,
+        resolver: Resolver,
+        validator: BatchValidator,
+        metrics: ServiceMetrics,
+        max_inflight: int,
+    ) -> None:
+        self.model = model
+        self.resolver = resolver
+        self.validator = validator
+        self.metrics = metrics
+        self.max_inflight = max_inflight
+        self.inflight = 0
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Count the request in flight, or refuse it when the service is full."""
+        if self.inflight >= self.max_inflight:
+            self.metrics.rejected.labels("inflight_full").inc()
+            raise Overloaded(f"more than {self.max_inflight} prediction requests in flight")
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+
+    async def predict_rows(self, inputs: Sequence[HouseFeatures]) -> tuple[dict[str, Any], CacheStatus]:
+        rows: list[Row] = [canonical_row(r) for r in inputs]
+        values, sources = await self.resolver.predict(rows)
+        body = {
+            "query_key": batch_digest(rows),
+            "inputs": [dict(zip(FEATURES, row, strict=True)) for row in rows],
+            "prediction": values,
+            "model_version": self.model.version,
+        }
+        return body, cache_status(sources)
+
+    async def predict_body(self, body: bytes) -> tuple[bytes, CacheStatus]:
+        """Validate a POST /predict body (raises pydantic.ValidationError) and answer it."""
+        inputs = self.validator.validate(body)
+        result, status = await self.predict_rows(inputs)
+        return orjson.dumps(result), status

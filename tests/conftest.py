@@ -1,0 +1,145 @@
+"""Shared fixtures: real throwaway redis-servers, settings, and app clients.
+
+The tests never use a Redis they did not start (a machine's own 127.0.0.1:6379 is left alone)
+unless TEST_REDIS_URL names one; even then every test writes under its own key prefix and
+nothing is ever flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from housing_api.app import create_app
+from housing_api.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_PATH = ROOT / "model" / "model.joblib"
+REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server child process on a free loopback port, configured as a cache."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip(f"redis-server is not installed; install it with: {REDIS_INSTALL}")
+        self.port = free_port()
+        self.dir = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        assert self.binary is not None
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_timeout=0.2)
+        for _ in range(200):
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis shared by the session: TEST_REDIS_URL, or a throwaway server."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis this test alone controls (it may stop and restart it)."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: the committed model, a unique key prefix, no environment."""
+    values: dict[str, Any] = {
+        "model_path": MODEL_PATH,
+        "redis_url": None,
+        "cache_prefix": f"test-{uuid.uuid4().hex[:8]}",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    """The app with the in-process tier only (the `make run` default)."""
+    with TestClient(create_app(make_settings())) as c:
+        yield c
+
+
+@contextmanager
+def app_client(**overrides: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(**overrides))) as c:
+        yield c
+
+
+@asynccontextmanager
+async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the lifespan and talk to the app concurrently from one event loop."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False

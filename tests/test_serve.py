@@ -1,0 +1,74 @@
+"""The real thing: `housing-api serve` in its own process, talked to over HTTP like a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import MODEL_PATH, RedisServer, free_port
+
+from housing_api.schemas import SAMPLE_BATCH
+
+pytestmark = pytest.mark.integration
+
+
+class Server:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "housing_api", "serve", "--port", str(self.port)],
+            env={**os.environ, "MODEL_PATH": str(MODEL_PATH), **env},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise TimeoutError("server not ready")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    redis = RedisServer(tmp_path).start()
+    s = Server({"REDIS_URL": redis.url})
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        if s.proc.poll() is None:
+            s.stop()
+        redis.stop()
+
+
+def test_readme_example_returns_four_predictions_and_then_hits(server: Server) -> None:
+    first = httpx.post(server.url + "/predict", json=SAMPLE_BATCH)
+    assert first.status_code == 200 and first.headers["x-cache"] == "MISS"
+    assert len(first.json()["prediction"]) == 4
+    second = httpx.post(server.url + "/predict", json=SAMPLE_BATCH)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.json() == first.json()
+    assert httpx.get(server.url + "/readyz").json()["cache"] == "ok"
+
+
+def test_sigterm_exits_cleanly(server: Server) -> None:
+    assert httpx.get(server.url + "/health").json() == {"status": "healthy"}
+    assert server.stop() == 0
