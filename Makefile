@@ -49,3 +49,26 @@ train: install  ## retrain model/model.joblib + model/model.json from SCIKIT_LEA
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- deployment (docs/deployment.md) -----------------------------------------------------------
+IMAGE       ?= housing-api
+IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
+K8S_RENDER  := build/k8s
+
+.PHONY: image k8s-render
+
+image:  ## docker build $(IMAGE):$(IMAGE_TAG) (default tag: the short git sha)
+	docker build \
+		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+		--build-arg REVISION=$$(git rev-parse HEAD) \
+		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+		-t $(IMAGE):$(IMAGE_TAG) .
+	@echo "built $(IMAGE):$(IMAGE_TAG)"
+
+k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
+	@mkdir -p $(K8S_RENDER)
+	@for target in base overlays/dev overlays/prod; do \
+		out=$(K8S_RENDER)/$$(basename $$target).yaml; \
+		kubectl kustomize .k8s/$$target > $$out || exit 1; \
+		echo "wrote $$out"; \
+	done

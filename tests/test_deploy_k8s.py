@@ -1,0 +1,1271 @@
+"""The Kubernetes manifests render, validate offline, and keep the invariants the service needs.
+
+`kubectl kustomize` renders base, dev and prod once per module. Every core object is validated
+against the Kubernetes OpenAPI schemas bundled with kubernetes-validate (strict: unknown fields
+fail); Istio objects get structural JSON schemas of the fields we use.
+
+Each `check_*` function takes rendered objects and returns a list of problems (empty = fine), so
+the same function runs on the real render and on deliberately broken copies: the mutation tests at
+the end prove that every check reports the breakage it exists to catch.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / ".k8s"
+RENDERS = ("base", "overlays/dev", "overlays/prod")
+
+# The Kubernetes version whose schemas the manifests must satisfy. kubernetes-validate 1.37 bundles
+# 1.28 to 1.37; 1.32 matches the kubectl used here and keeps us off fields newer clusters added.
+KUBERNETES_VERSION = "1.32"
+
+API = "housing-api"  # Deployment, Service, HPA and PDB of the API
+REDIS = "housing-api-redis"  # Deployment and Service of the cache tier
+APP_UID = 10001
+APP_DRAIN_SECONDS = 20  # uvicorn's graceful shutdown timeout after SIGTERM (the service contract)
+PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
+INTERNAL_PATHS = ("/metrics", "/livez")
+SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
+LATEST = frozenset({"latest"})
+MUTABLE_TAGS = frozenset({"latest", "dev", "main", "master", "stable", "edge", "nightly"})
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+)
+# A Namespace holds more than one component, so it carries only the application-wide labels.
+NAMESPACE_LABELS = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
+# Labels that change between releases or say nothing about identity: never in a selector,
+# because a Deployment's selector is immutable.
+NON_SELECTOR_LABELS = (
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+Obj = dict[str, Any]
+Check = Callable[[list[Obj]], list[str]]
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _kustomize_command() -> list[str] | None:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Obj]]:
+    command = _kustomize_command()
+    if command is None:
+        pytest.skip(
+            "neither kubectl nor kustomize is on PATH: cannot render .k8s (install kubectl)"
+        )
+    # All three at once: each kubectl start-up costs about half a second.
+    running = {
+        name: subprocess.Popen(
+            [*command, str(K8S / name)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for name in RENDERS
+    }
+    renders = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, f"kustomize {name} failed:\n{stderr}"
+        renders[name] = [doc for doc in yaml.safe_load_all(stdout) if doc]
+    return renders
+
+
+@pytest.fixture(scope="module")
+def prod(rendered: dict[str, list[Obj]]) -> list[Obj]:
+    return rendered["overlays/prod"]
+
+
+@pytest.fixture(scope="module")
+def dev(rendered: dict[str, list[Obj]]) -> list[Obj]:
+    return rendered["overlays/dev"]
+
+
+# --- small helpers over rendered objects -------------------------------------------------------
+
+
+def ref(obj: Obj) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def namespace_of(obj: Obj) -> str | None:
+    return obj["metadata"].get("namespace")
+
+
+def of_kind(objs: list[Obj], *kinds: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] in kinds]
+
+
+def find(objs: list[Obj], kind: str, name: str, namespace: str | None) -> Obj | None:
+    for obj in of_kind(objs, kind):
+        if obj["metadata"]["name"] == name and namespace_of(obj) == namespace:
+            return obj
+    return None
+
+
+def workloads(objs: list[Obj]) -> list[Obj]:
+    return of_kind(objs, *WORKLOAD_KINDS)
+
+
+def pod_spec(workload: Obj) -> Obj:
+    return workload["spec"]["template"]["spec"]
+
+
+def pod_labels(workload: Obj) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"].get("labels", {})
+
+
+def all_containers(workload: Obj) -> Iterator[tuple[str, Obj]]:
+    spec = pod_spec(workload)
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind, []):
+            yield f"{ref(workload)} {kind[:-1]} {container['name']}", container
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def match_labels(label_selector: Obj) -> dict[str, str]:
+    # matchExpressions would need a real evaluator; we do not use them, so a check that meets
+    # one fails loudly (an empty selector selects nothing here) rather than guessing.
+    return {} if label_selector.get("matchExpressions") else label_selector.get("matchLabels", {})
+
+
+def api_deployment(objs: list[Obj]) -> Obj | None:
+    return next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == API), None)
+
+
+def container_port(workload: Obj, port: int | str) -> Obj | None:
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    for container in pod_spec(workload)["containers"]:
+        for declared in container.get("ports", []):
+            if port in (declared.get("name"), declared["containerPort"]):
+                return declared
+    return None
+
+
+def resolve_service(objs: list[Obj], host: str, namespace: str | None) -> Obj | None:
+    """A Service named by `name`, `name.ns`, `name.ns.svc` or `name.ns.svc.cluster.local`."""
+    name, _, rest = host.partition(".")
+    target_ns, _, suffix = rest.partition(".")
+    if suffix not in ("", "svc", "svc.cluster.local"):
+        return None
+    return find(objs, "Service", name, target_ns or namespace)
+
+
+def quantity_bytes(value: str | int) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", str(value))
+    assert match, f"not a quantity: {value!r}"
+    return float(match[1]) * units.get(match[2], 1)
+
+
+def redis_bytes(value: str) -> int:
+    # Redis: 1k = 1000 bytes, 1kb = 1024 bytes (redis.conf, "units are case insensitive").
+    units = {"": 1, "k": 10**3, "kb": 2**10, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}
+    match = re.fullmatch(r"([0-9]+)([a-z]*)", value.lower())
+    assert match and match[2] in units, f"not a Redis memory size: {value!r}"
+    return int(match[1]) * units[match[2]]
+
+
+def duration_seconds(value: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(ms|s|m|h)", value)
+    assert match, f"not a duration: {value!r}"
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def flag_values(args: list[str]) -> dict[str, str]:
+    """`["--save", "", "--appendonly", "no"]` -> {"--save": "", "--appendonly": "no"}."""
+    return {
+        args[i]: args[i + 1] if i + 1 < len(args) else ""
+        for i in range(len(args))
+        if args[i].startswith("--")
+    }
+
+
+def config_value(objs: list[Obj], workload: Obj, container: Obj, key: str) -> str | None:
+    """The value a container sees for env var `key`, following env and envFrom ConfigMap refs."""
+    namespace = namespace_of(workload)
+    for env in container.get("env", []):
+        if env["name"] != key:
+            continue
+        if "value" in env:
+            return str(env["value"])
+        cm_ref = env.get("valueFrom", {}).get("configMapKeyRef", {})
+        cm = find(objs, "ConfigMap", cm_ref.get("name", ""), namespace)
+        return None if cm is None else cm.get("data", {}).get(cm_ref.get("key"))
+    for source in container.get("envFrom", []):
+        cm_name = source.get("configMapRef", {}).get("name")
+        cm = find(objs, "ConfigMap", cm_name or "", namespace)
+        if cm is not None and key in cm.get("data", {}):
+            return str(cm["data"][key])
+    return None
+
+
+# --- schema validation -------------------------------------------------------------------------
+
+
+# The Istio fields we use, as a compact shape: a mapping is an object that allows only these keys
+# ("key!" = required), a one-item list is a non-empty array, and a leaf names a type. A typo such
+# as `retry_on` is then an unknown key, not a silently ignored one.
+ISTIO_SHAPES = yaml.safe_load("""
+Gateway:
+  selector!: labels
+  servers!:
+    - port!: {number!: port, name!: string, protocol!: HTTP|HTTPS|HTTP2|GRPC|TCP|TLS}
+      hosts!: [string]
+      tls: object
+VirtualService:
+  hosts!: [string]
+  gateways: [string]
+  http!:
+    - name: string
+      match:
+        - uri: {exact: string, prefix: string, regex: string}
+      route!:
+        - destination!: {host!: string, port: {number!: port}, subset: string}
+          weight: count
+      timeout: duration
+      retries: {attempts!: count, perTryTimeout: duration, retryOn: string,
+                retryRemoteLocalities: bool}
+DestinationRule:
+  host!: string
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN|LEAST_REQUEST|RANDOM|PASSTHROUGH}
+    connectionPool:
+      tcp: {maxConnections: count, connectTimeout: duration, idleTimeout: duration}
+      http: {http1MaxPendingRequests: count, http2MaxRequests: count,
+             maxRequestsPerConnection: count, maxRetries: count, idleTimeout: duration}
+    outlierDetection: {consecutiveGatewayErrors: count, consecutive5xxErrors: count,
+                       interval: duration, baseEjectionTime: duration,
+                       maxEjectionPercent: percent, minHealthPercent: percent}
+""")
+LEAF_SCHEMAS: dict[str, Obj] = {
+    "string": {"type": "string"},
+    "bool": {"type": "boolean"},
+    "object": {"type": "object"},
+    "labels": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+    "count": {"type": "integer", "minimum": 0},
+    "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+    "duration": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"},
+}
+
+
+def shape_schema(shape: Any) -> Obj:
+    if isinstance(shape, dict):
+        return {
+            "type": "object",
+            "properties": {k.rstrip("!"): shape_schema(v) for k, v in shape.items()},
+            "required": [k.rstrip("!") for k in shape if k.endswith("!")],
+            "additionalProperties": False,
+        }
+    if isinstance(shape, list):
+        return {"type": "array", "minItems": 1, "items": shape_schema(shape[0])}
+    return LEAF_SCHEMAS.get(shape) or {"enum": shape.split("|")}
+
+
+def istio_schema(kind: str) -> Obj | None:
+    if kind not in ISTIO_SHAPES:
+        return None
+    schema = shape_schema(
+        {
+            "metadata!": {
+                "name!": "string",
+                "namespace": "string",
+                "labels": "object",
+                "annotations": "object",
+            },
+            "spec!": ISTIO_SHAPES[kind],
+        }
+    )
+    schema["properties"]["apiVersion"] = {
+        "enum": ["networking.istio.io/v1beta1", "networking.istio.io/v1"]
+    }
+    schema["properties"]["kind"] = {"const": kind}
+    schema["required"] += ["apiVersion", "kind"]
+    return schema
+
+
+def check_schemas(objs: list[Obj]) -> list[str]:
+    """Core objects against Kubernetes' OpenAPI (strict); Istio objects against our schemas."""
+    problems = []
+    for obj in objs:
+        if obj["apiVersion"].startswith("networking.istio.io/"):
+            schema = istio_schema(obj["kind"])
+            if schema is None:
+                problems.append(f"{ref(obj)}: no structural schema for Istio kind {obj['kind']}")
+                continue
+            for error in jsonschema.Draft202012Validator(schema).iter_errors(obj):
+                where = ".".join(str(p) for p in error.absolute_path)
+                problems.append(f"{ref(obj)}: {where}: {error.message}")
+            continue
+        problem = _kubernetes_schema_problem(json.dumps(obj, sort_keys=True))
+        if problem:
+            problems.append(f"{ref(obj)}: {problem}")
+    return problems
+
+
+@functools.cache
+def _kubernetes_schema_problem(obj_json: str) -> str | None:
+    # Keyed by the object's JSON: each validation re-reads a 1.3 MB schema file, and the
+    # mutation tests re-check many unchanged objects.
+    try:
+        kubernetes_validate.validate(json.loads(obj_json), KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return f"{'.'.join(str(p) for p in error.path)}: {error.message}"
+    except kubernetes_validate.SchemaNotFoundError as error:
+        return str(error.message)
+    return None
+
+
+# --- invariants --------------------------------------------------------------------------------
+
+
+def check_service_selectors(objs: list[Obj]) -> list[str]:
+    """Each Service selects the pods of exactly its same-named workload, on a declared port."""
+    problems = []
+    for svc in of_kind(objs, "Service"):
+        selector = svc["spec"].get("selector", {})
+        matched = [
+            w
+            for w in workloads(objs)
+            if namespace_of(w) == namespace_of(svc) and selects(selector, pod_labels(w))
+        ]
+        if [ref(w) for w in matched] != [f"Deployment/{svc['metadata']['name']}"]:
+            problems.append(
+                f"{ref(svc)} selector {selector} matches {[ref(w) for w in matched]}, "
+                f"expected the pods of Deployment/{svc['metadata']['name']}"
+            )
+            continue
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            if container_port(matched[0], target) is None:
+                problems.append(
+                    f"{ref(svc)} port {port.get('name')} targets {target!r}, "
+                    f"which no container of {ref(matched[0])} declares"
+                )
+    return problems
+
+
+def check_probe_ports(objs: list[Obj]) -> list[str]:
+    """Every probe and the Prometheus annotation name a port the container declares."""
+    problems = []
+    for workload in workloads(objs):
+        for where, container in all_containers(workload):
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                handler = container.get(probe, {})
+                for action in ("httpGet", "tcpSocket", "grpc"):
+                    port = handler.get(action, {}).get("port")
+                    if port is not None and container_port(workload, port) is None:
+                        problems.append(f"{where} {probe} port {port!r} is not a container port")
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        scrape_port = annotations.get("prometheus.io/port")
+        if scrape_port is not None and container_port(workload, scrape_port) is None:
+            problems.append(
+                f"{ref(workload)} prometheus.io/port {scrape_port!r} is not a container port"
+            )
+    return problems
+
+
+def check_api_pod(objs: list[Obj]) -> list[str]:
+    """The API pod: three probes on the right paths, scraped, runs as 10001, /tmp writable."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    problems = []
+    spec = pod_spec(deployment)
+    api = spec["containers"][0]
+    paths = {
+        probe: api.get(probe, {}).get("httpGet", {}).get("path")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    if paths != {"startupProbe": "/livez", "readinessProbe": "/readyz", "livenessProbe": "/livez"}:
+        problems.append(f"API probe paths are {paths}")
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if (annotations.get("prometheus.io/scrape"), annotations.get("prometheus.io/path")) != (
+        "true",
+        "/metrics",
+    ):
+        problems.append("API pod template lacks prometheus.io/scrape=true, path=/metrics")
+    context = spec.get("securityContext", {})
+    ids = [context.get(k) for k in ("runAsUser", "runAsGroup", "fsGroup")]
+    if ids != [APP_UID] * 3:
+        problems.append(f"API pod runAsUser/runAsGroup/fsGroup are {ids}, expected {APP_UID}")
+    empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+    if not any(
+        m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in api.get("volumeMounts", [])
+    ):
+        problems.append("API container has no emptyDir at /tmp (its root filesystem is read-only)")
+    spread = {
+        c["topologyKey"]
+        for c in spec.get("topologySpreadConstraints", [])
+        if selects(match_labels(c["labelSelector"]), pod_labels(deployment))
+    }
+    if "kubernetes.io/hostname" not in spread:
+        problems.append("API pods are not spread across nodes (kubernetes.io/hostname)")
+    if not spec.get("initContainers"):
+        problems.append("API pod has no init container waiting for Redis")
+    return problems
+
+
+def check_container_security(objs: list[Obj]) -> list[str]:
+    """Every container, init ones included, is non-root, locked down and has requests and limits."""
+    problems = []
+    for workload in workloads(objs):
+        pod_context = pod_spec(workload).get("securityContext", {})
+        for where, container in all_containers(workload):
+            context = {**pod_context, **container.get("securityContext", {})}
+            if context.get("runAsNonRoot") is not True:
+                problems.append(f"{where}: runAsNonRoot is not true")
+            if not context.get("runAsUser"):  # unset or 0 (root)
+                problems.append(f"{where}: runAsUser is {context.get('runAsUser')!r}, not a uid")
+            if container.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation is not false")
+            if container.get("securityContext", {}).get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: readOnlyRootFilesystem is not true")
+            if "ALL" not in context.get("capabilities", {}).get("drop", []):
+                problems.append(f"{where}: capabilities do not drop ALL")
+            if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                missing = {"cpu", "memory"} - set(resources.get(bound, {}))
+                if missing:
+                    problems.append(f"{where}: no {bound} for {sorted(missing)}")
+    return problems
+
+
+def check_image_tags(objs: list[Obj], forbidden: frozenset[str] = LATEST) -> list[str]:
+    """Every image names a tag (or digest), and not one that moves."""
+    problems = []
+    for workload in workloads(objs):
+        for where, container in all_containers(workload):
+            image = container["image"]
+            if "@sha256:" in image:
+                continue
+            name, _, tag = image.rpartition(":")
+            if not name or "/" in tag:  # no colon, or the colon belonged to a registry port
+                problems.append(f"{where}: image {image!r} has no tag")
+            elif tag in forbidden:
+                problems.append(f"{where}: image {image!r} uses the mutable tag {tag!r}")
+    return problems
+
+
+def check_prod_images(objs: list[Obj]) -> list[str]:
+    """Prod pulls the API from a registry, with an immutable (version or sha) tag."""
+    problems = check_image_tags(objs, forbidden=MUTABLE_TAGS)
+    deployment = api_deployment(objs)
+    image = pod_spec(deployment)["containers"][0]["image"] if deployment else ""
+    first, slash, _ = image.partition("/")
+    if not slash or not ("." in first or ":" in first or first == "localhost"):
+        problems.append(f"prod API image {image!r} does not name a registry")
+    if deployment and pod_spec(deployment)["containers"][0].get("imagePullPolicy") == "Never":
+        problems.append("prod API image has imagePullPolicy Never")
+    return problems
+
+
+def check_hpa_targets(objs: list[Obj], min_replicas: int = 1) -> list[str]:
+    """Each HPA scales a Deployment that exists, on CPU, with both behaviours set."""
+    problems = []
+    for hpa in of_kind(objs, "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        workload = find(objs, target["kind"], target["name"], namespace_of(hpa))
+        if workload is None or workload["apiVersion"] != target.get("apiVersion"):
+            problems.append(
+                f"{ref(hpa)} scales {target['kind']}/{target['name']} "
+                f"({target.get('apiVersion')}), which is not rendered"
+            )
+        elif "replicas" in workload["spec"]:
+            problems.append(
+                f"{ref(workload)} sets spec.replicas, which resets the HPA's count on every apply"
+            )
+        low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
+        if not min_replicas <= low <= high:
+            problems.append(
+                f"{ref(hpa)} minReplicas={low} maxReplicas={high}, "
+                f"need {min_replicas} <= min <= max"
+            )
+        if not any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"]["metrics"]):
+            problems.append(f"{ref(hpa)} has no CPU metric")
+        behavior = hpa["spec"].get("behavior", {})
+        if behavior.get("scaleUp", {}).get("stabilizationWindowSeconds", 0) > 60:
+            problems.append(f"{ref(hpa)} scale-up is slowed by a long stabilisation window")
+        if behavior.get("scaleDown", {}).get("stabilizationWindowSeconds", 0) < 60:
+            problems.append(f"{ref(hpa)} scale-down has no stabilisation window (>= 60 s)")
+    return problems
+
+
+def check_pdbs(objs: list[Obj]) -> list[str]:
+    """Each PDB covers exactly one workload, the API has one, and it never blocks a drain."""
+    problems = []
+    covered = set()
+    for pdb in of_kind(objs, "PodDisruptionBudget"):
+        selector = match_labels(pdb["spec"]["selector"])
+        matched = [
+            w
+            for w in workloads(objs)
+            if namespace_of(w) == namespace_of(pdb) and selects(selector, pod_labels(w))
+        ]
+        if len(matched) != 1:
+            problems.append(f"{ref(pdb)} selector {selector} matches {[ref(w) for w in matched]}")
+            continue
+        covered.add(matched[0]["metadata"]["name"])
+        if "maxUnavailable" not in pdb["spec"]:
+            problems.append(f"{ref(pdb)} uses minAvailable, which blocks drains at low replicas")
+    if API not in covered:
+        problems.append(f"no PodDisruptionBudget covers Deployment/{API}")
+    return problems
+
+
+def check_redis_url(objs: list[Obj]) -> list[str]:
+    """REDIS_URL, as the API container sees it, names the Redis Service and one of its ports."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    url = config_value(objs, deployment, pod_spec(deployment)["containers"][0], "REDIS_URL")
+    if url is None:
+        return ["the API container gets no REDIS_URL"]
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return [f"REDIS_URL {url!r} is not a redis:// URL with a host"]
+    svc = resolve_service(objs, parts.hostname, namespace_of(deployment))
+    if svc is None:
+        return [f"REDIS_URL host {parts.hostname!r} is not a rendered Service"]
+    problems = []
+    redis_pods = [
+        w for w in workloads(objs) if selects(svc["spec"].get("selector", {}), pod_labels(w))
+    ]
+    if not any(
+        c["image"].startswith("redis:") for w in redis_pods for c in pod_spec(w)["containers"]
+    ):
+        problems.append(
+            f"REDIS_URL host {parts.hostname!r} is {ref(svc)}, which selects no Redis pods"
+        )
+    port = parts.port or 6379
+    if port not in [p["port"] for p in svc["spec"]["ports"]]:
+        problems.append(f"REDIS_URL port {port} is not a port of {ref(svc)}")
+    return problems
+
+
+def check_redis_is_a_cache(objs: list[Obj]) -> list[str]:
+    """Redis evicts (allkeys-lru) within a memory cap below its limit, and never persists."""
+    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    if redis is None:
+        return [f"no Deployment/{REDIS}"]
+    container = pod_spec(redis)["containers"][0]
+    flags = flag_values(container.get("command", [])[1:] + container.get("args", []))
+    problems = []
+    wanted = {"--maxmemory-policy": "allkeys-lru", "--save": "", "--appendonly": "no"}
+    for flag, value in wanted.items():
+        if flags.get(flag) != value:
+            problems.append(f"redis {flag} is {flags.get(flag)!r}, expected {value!r}")
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if "--maxmemory" not in flags or limit is None:
+        problems.append("redis needs both --maxmemory and a memory limit")
+    elif redis_bytes(flags["--maxmemory"]) >= 0.9 * quantity_bytes(limit):
+        problems.append(
+            f"redis --maxmemory {flags['--maxmemory']} leaves no headroom under its {limit} limit"
+        )
+    return problems
+
+
+def _prestop_sleep(container: Obj) -> int | None:
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return int(command[1]) if len(command) == 2 and command[0] == "sleep" else None
+
+
+def _istio_injected(objs: list[Obj], namespace: str | None) -> bool:
+    ns = find(objs, "Namespace", namespace or "", None)
+    return ns is not None and ns["metadata"].get("labels", {}).get("istio-injection") == "enabled"
+
+
+def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
+    """The grace period outlasts preStop + drain, and so does the Istio sidecar where injected."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    pause = _prestop_sleep(pod_spec(deployment)["containers"][0])
+    if pause is None:
+        return ["the API container has no preStop `sleep N`"]
+    needed = pause + APP_DRAIN_SECONDS
+    grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+    problems = []
+    if grace <= needed:
+        problems.append(
+            f"terminationGracePeriodSeconds={grace} does not exceed preStop {pause} s "
+            f"+ drain {APP_DRAIN_SECONDS} s"
+        )
+    if _istio_injected(objs, namespace_of(deployment)):
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        proxy = yaml.safe_load(annotations.get("proxy.istio.io/config", "")) or {}
+        drain = duration_seconds(proxy.get("terminationDrainDuration", "5s"))
+        if not needed <= drain <= grace:
+            problems.append(
+                f"the Istio sidecar drains for {drain:g} s; it must outlive preStop "
+                f"+ drain ({needed} s) and fit the grace period ({grace} s)"
+            )
+    return problems
+
+
+def check_labels(objs: list[Obj]) -> list[str]:
+    """app.kubernetes.io/* on every object and pod template; selectors only use stable ones."""
+    problems = []
+    for obj in objs:
+        labels = obj["metadata"].get("labels", {})
+        needed = NAMESPACE_LABELS if obj["kind"] == "Namespace" else REQUIRED_LABELS
+        missing = [k for k in needed if k not in labels]
+        if missing:
+            problems.append(f"{ref(obj)} lacks labels {missing}")
+    for workload in workloads(objs):
+        missing = [k for k in REQUIRED_LABELS if k not in pod_labels(workload)]
+        if missing:
+            problems.append(f"{ref(workload)} pod template lacks labels {missing}")
+        unstable = set(workload["spec"]["selector"].get("matchLabels", {})) & set(
+            NON_SELECTOR_LABELS
+        )
+        if unstable:
+            problems.append(f"{ref(workload)} selector uses {sorted(unstable)} (immutable field)")
+    return problems
+
+
+def check_virtual_services(objs: list[Obj]) -> list[str]:
+    """Each VirtualService is bound to a rendered Gateway and routes to a real Service port."""
+    problems = []
+    for vs in of_kind(objs, "VirtualService"):
+        namespace = namespace_of(vs)
+        for gateway in vs["spec"].get("gateways", []):
+            gw_ns, _, gw_name = gateway.rpartition("/")
+            if gateway != "mesh" and find(objs, "Gateway", gw_name, gw_ns or namespace) is None:
+                problems.append(f"{ref(vs)} names gateway {gateway!r}, which is not rendered")
+        for route in vs["spec"]["http"]:
+            for destination in (r["destination"] for r in route["route"]):
+                svc = resolve_service(objs, destination["host"], namespace)
+                port = destination.get("port", {}).get("number")
+                if svc is None:
+                    problems.append(
+                        f"{ref(vs)} routes to host {destination['host']!r}, "
+                        "which is not a rendered Service"
+                    )
+                elif port not in [p["port"] for p in svc["spec"]["ports"]]:
+                    problems.append(
+                        f"{ref(vs)} routes to port {port} of {ref(svc)}, which has no such port"
+                    )
+    return problems
+
+
+def check_retries(objs: list[Obj]) -> list[str]:
+    """Every route sets a timeout and retries only connect-failure,refused-stream.
+
+    Without an explicit policy Istio retries 503s by default; retrying 5xx or 429 would multiply
+    load exactly when the service sheds it.
+    """
+    problems = []
+    for vs in of_kind(objs, "VirtualService"):
+        for route in vs["spec"]["http"]:
+            where = f"{ref(vs)} route {route.get('name', '?')}"
+            if "timeout" not in route:
+                problems.append(f"{where} has no request timeout")
+            retries = route.get("retries")
+            if retries is None:
+                problems.append(f"{where} has no retries block (Istio's default retries 503s)")
+                continue
+            retry_on = {c.strip() for c in retries.get("retryOn", "").split(",") if c.strip()}
+            if retries.get("attempts", 0) > 0 and retry_on != SAFE_RETRY_ON:
+                problems.append(
+                    f"{where} retryOn {sorted(retry_on)}, expected exactly {sorted(SAFE_RETRY_ON)}"
+                )
+    return problems
+
+
+def _route_matches(vs: Obj) -> list[Obj]:
+    return [m.get("uri", {}) for route in vs["spec"]["http"] for m in route.get("match", [{}])]
+
+
+def _route_serves(matches: list[Obj], path: str) -> bool:
+    return any(
+        m == {} or m.get("exact") == path or path.startswith(m.get("prefix", "\0")) for m in matches
+    )
+
+
+def check_public_routes(objs: list[Obj]) -> list[str]:
+    """The ingress serves exactly the public API: never /metrics or /livez."""
+    services = of_kind(objs, "VirtualService")
+    if not services:
+        return ["no VirtualService rendered"]
+    matches = [m for vs in services for m in _route_matches(vs)]
+    problems = [
+        f"no route serves {path}" for path in PUBLIC_PATHS if not _route_serves(matches, path)
+    ]
+    problems += [
+        f"the ingress exposes the internal {path}"
+        for path in INTERNAL_PATHS
+        if _route_serves(matches, path)
+    ]
+    return problems
+
+
+def check_destination_rules(objs: list[Obj]) -> list[str]:
+    """The API's DestinationRule caps connections and ejects pods that fail at the gateway."""
+    rules = of_kind(objs, "DestinationRule")
+    if not rules:
+        return ["no DestinationRule rendered"]
+    problems = []
+    for rule in rules:
+        svc = resolve_service(objs, rule["spec"]["host"], namespace_of(rule))
+        if svc is None:
+            problems.append(f"{ref(rule)} host {rule['spec']['host']!r} is not a rendered Service")
+        policy = rule["spec"].get("trafficPolicy", {})
+        pool = policy.get("connectionPool", {})
+        if not pool.get("tcp", {}).get("maxConnections") or not pool.get("http"):
+            problems.append(f"{ref(rule)} sets no connectionPool limits")
+        if "outlierDetection" not in policy:
+            problems.append(f"{ref(rule)} has no outlierDetection")
+    return problems
+
+
+def check_prod_namespace(objs: list[Obj]) -> list[str]:
+    """Prod brings its Namespace, with Istio injection, and puts every object in it."""
+    namespaces = of_kind(objs, "Namespace")
+    if len(namespaces) != 1:
+        return [f"expected one Namespace, found {[ref(n) for n in namespaces]}"]
+    name = namespaces[0]["metadata"]["name"]
+    problems = (
+        [] if _istio_injected(objs, name) else [f"Namespace/{name} lacks istio-injection: enabled"]
+    )
+    problems += [
+        f"{ref(o)} is in namespace {namespace_of(o)!r}, not {name!r}"
+        for o in objs
+        if o["kind"] != "Namespace" and namespace_of(o) != name
+    ]
+    return problems
+
+
+def check_dev(objs: list[Obj]) -> list[str]:
+    """Dev: its own namespace, one replica, a locally loaded image, no HPA and no Istio."""
+    problems = []
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    if namespace_of(deployment) in (None, "default") or not of_kind(objs, "Namespace"):
+        problems.append("dev does not bring its own namespace")
+    if deployment["spec"].get("replicas") != 1 or of_kind(objs, "HorizontalPodAutoscaler"):
+        problems.append("dev should run exactly one API replica and no HPA")
+    api = pod_spec(deployment)["containers"][0]
+    if api["image"] != "housing-api:dev" or api.get("imagePullPolicy") not in (
+        "IfNotPresent",
+        "Never",
+    ):
+        problems.append(f"dev API image is {api['image']!r} pulled {api.get('imagePullPolicy')}")
+    problems += [
+        f"dev renders Istio object {ref(o)}"
+        for o in objs
+        if o["apiVersion"].startswith("networking.istio.io/")
+    ]
+    return problems
+
+
+COMMON_CHECKS: list[Check] = [
+    check_schemas,
+    check_service_selectors,
+    check_probe_ports,
+    check_api_pod,
+    check_container_security,
+    check_image_tags,
+    check_pdbs,
+    check_redis_url,
+    check_redis_is_a_cache,
+    check_graceful_shutdown,
+    check_labels,
+]
+PROD_CHECKS: list[Check] = [
+    check_prod_images,
+    lambda objs: check_hpa_targets(objs, min_replicas=2),
+    check_virtual_services,
+    check_retries,
+    check_public_routes,
+    check_destination_rules,
+    check_prod_namespace,
+]
+
+
+# --- the real renders --------------------------------------------------------------------------
+
+
+def test_kubernetes_validate_bundles_the_pinned_version() -> None:
+    from kubernetes_validate.utils import all_versions
+
+    assert any(v.startswith(f"{KUBERNETES_VERSION}.") for v in all_versions()), all_versions()
+
+
+@pytest.mark.parametrize("name", RENDERS)
+@pytest.mark.parametrize("check", COMMON_CHECKS, ids=lambda c: c.__name__)
+def test_every_render_keeps_the_common_invariants(
+    rendered: dict[str, list[Obj]], name: str, check: Check
+) -> None:
+    assert check(rendered[name]) == []
+
+
+@pytest.mark.parametrize(
+    "check",
+    PROD_CHECKS,
+    ids=[
+        "prod_images",
+        "hpa_targets",
+        "virtual_services",
+        "retries",
+        "public_routes",
+        "destination_rules",
+        "prod_namespace",
+    ],
+)
+def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
+    assert check(prod) == []
+
+
+def test_base_hpa_targets_the_api_deployment(rendered: dict[str, list[Obj]]) -> None:
+    assert check_hpa_targets(rendered["base"]) == []
+
+
+def test_dev_is_a_single_local_replica_without_istio(dev: list[Obj]) -> None:
+    assert check_dev(dev) == []
+
+
+def test_every_render_has_the_expected_objects(rendered: dict[str, list[Obj]]) -> None:
+    core = {"ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
+    kinds = {name: {o["kind"] for o in objs} for name, objs in rendered.items()}
+    assert core | {"HorizontalPodAutoscaler"} <= kinds["base"]
+    assert core | {"Namespace"} <= kinds["overlays/dev"]
+    assert (
+        core
+        | {"Namespace", "HorizontalPodAutoscaler", "Gateway", "VirtualService", "DestinationRule"}
+        <= kinds["overlays/prod"]
+    )
+
+
+# --- each check fails when its invariant breaks ------------------------------------------------
+
+
+def _api(objs: list[Obj]) -> Obj:
+    deployment = api_deployment(objs)
+    assert deployment is not None
+    return deployment
+
+
+def _api_container(objs: list[Obj]) -> Obj:
+    return pod_spec(_api(objs))["containers"][0]
+
+
+def _named(objs: list[Obj], kind: str, name: str = API) -> Obj:
+    return next(o for o in of_kind(objs, kind) if o["metadata"]["name"] == name)
+
+
+def _config(objs: list[Obj]) -> dict[str, str]:
+    return of_kind(objs, "ConfigMap")[0]["data"]
+
+
+def _redis_container(objs: list[Obj]) -> Obj:
+    return pod_spec(_named(objs, "Deployment", REDIS))["containers"][0]
+
+
+def _set_flag(objs: list[Obj], flag: str, value: str) -> None:
+    args = _redis_container(objs)["args"]
+    args[args.index(flag) + 1] = value
+
+
+def _route(objs: list[Obj]) -> Obj:
+    return _named(objs, "VirtualService")["spec"]["http"][0]
+
+
+def _rename_api_deployment(objs: list[Obj]) -> None:
+    _api(objs)["metadata"]["name"] = "housing-api-v2"
+
+
+def _pdb_min_available(objs: list[Obj]) -> None:
+    spec = _named(objs, "PodDisruptionBudget")["spec"]
+    del spec["maxUnavailable"]
+    spec["minAvailable"] = 2
+
+
+def _redis_may_run_as_root(objs: list[Obj]) -> None:
+    del pod_spec(_named(objs, "Deployment", REDIS))["securityContext"]["runAsNonRoot"]
+    del _redis_container(objs)["securityContext"]["runAsNonRoot"]
+
+
+MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
+    ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
+    (
+        "deployment-fights-hpa",
+        check_hpa_targets,
+        lambda o: _api(o)["spec"].__setitem__("replicas", 3),
+        "spec.replicas",
+    ),
+    (
+        "prod-hpa-single-replica",
+        PROD_CHECKS[1],
+        lambda o: _named(o, "HorizontalPodAutoscaler")["spec"].__setitem__("minReplicas", 1),
+        "minReplicas=1",
+    ),
+    (
+        "hpa-scale-down-unstabilised",
+        check_hpa_targets,
+        lambda o: _named(o, "HorizontalPodAutoscaler")["spec"]["behavior"]["scaleDown"].pop(
+            "stabilizationWindowSeconds"
+        ),
+        "scale-down",
+    ),
+    (
+        "readiness-probe-port",
+        check_probe_ports,
+        lambda o: _api_container(o)["readinessProbe"]["httpGet"].__setitem__("port", 8080),
+        "readinessProbe port 8080",
+    ),
+    (
+        "redis-liveness-port",
+        check_probe_ports,
+        lambda o: _redis_container(o)["livenessProbe"]["tcpSocket"].__setitem__("port", "tcp"),
+        "livenessProbe port 'tcp'",
+    ),
+    (
+        "scrape-port",
+        check_probe_ports,
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].__setitem__(
+            "prometheus.io/port", "9090"
+        ),
+        "prometheus.io/port",
+    ),
+    (
+        "readiness-path",
+        check_api_pod,
+        lambda o: _api_container(o)["readinessProbe"]["httpGet"].__setitem__("path", "/livez"),
+        "probe paths",
+    ),
+    ("tmp-not-writable", check_api_pod, lambda o: _api_container(o).pop("volumeMounts"), "/tmp"),
+    (
+        "service-selector",
+        check_service_selectors,
+        lambda o: _named(o, "Service")["spec"]["selector"].__setitem__(
+            "app.kubernetes.io/component", "web"
+        ),
+        "expected the pods of Deployment/housing-api",
+    ),
+    (
+        "redis-service-selects-api",
+        check_service_selectors,
+        lambda o: _named(o, "Service", REDIS)["spec"].__setitem__(
+            "selector", dict(_named(o, "Service")["spec"]["selector"])
+        ),
+        "housing-api-redis",
+    ),
+    (
+        "service-target-port",
+        check_service_selectors,
+        lambda o: _named(o, "Service")["spec"]["ports"][0].__setitem__("targetPort", "metrics"),
+        "targets 'metrics'",
+    ),
+    (
+        "image-latest",
+        check_image_tags,
+        lambda o: _api_container(o).__setitem__("image", "ghcr.io/example/housing-api:latest"),
+        "mutable tag 'latest'",
+    ),
+    (
+        "image-untagged",
+        check_image_tags,
+        lambda o: _api_container(o).__setitem__("image", "ghcr.io/example/housing-api"),
+        "no tag",
+    ),
+    (
+        "image-registry-port-untagged",
+        check_image_tags,
+        lambda o: _api_container(o).__setitem__("image", "registry.local:5000/housing-api"),
+        "no tag",
+    ),
+    (
+        "prod-image-dev-tag",
+        check_prod_images,
+        lambda o: _api_container(o).__setitem__("image", "ghcr.io/example/housing-api:dev"),
+        "mutable tag 'dev'",
+    ),
+    (
+        "prod-image-local",
+        check_prod_images,
+        lambda o: _api_container(o).__setitem__("image", "housing-api:0.1.0"),
+        "registry",
+    ),
+    (
+        "redis-url-port",
+        check_redis_url,
+        lambda o: _config(o).__setitem__("REDIS_URL", "redis://housing-api-redis:6380/0"),
+        "port 6380",
+    ),
+    (
+        "redis-url-host",
+        check_redis_url,
+        lambda o: _config(o).__setitem__("REDIS_URL", "redis://redis:6379/0"),
+        "'redis'",
+    ),
+    (
+        "redis-url-api-service",
+        check_redis_url,
+        lambda o: _config(o).__setitem__("REDIS_URL", "redis://housing-api:8000/0"),
+        "selects no Redis pods",
+    ),
+    ("redis-url-missing", check_redis_url, lambda o: _config(o).pop("REDIS_URL"), "no REDIS_URL"),
+    (
+        "pdb-selector",
+        check_pdbs,
+        lambda o: _named(o, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"].__setitem__(
+            "app.kubernetes.io/component", "worker"
+        ),
+        "no PodDisruptionBudget covers",
+    ),
+    ("pdb-min-available", check_pdbs, _pdb_min_available, "minAvailable"),
+    (
+        "retry-5xx",
+        check_retries,
+        lambda o: _route(o)["retries"].__setitem__("retryOn", "5xx,connect-failure,refused-stream"),
+        "retryOn",
+    ),
+    (
+        "retry-429",
+        check_retries,
+        lambda o: _route(o)["retries"].__setitem__("retryOn", "connect-failure,retriable-4xx"),
+        "retryOn",
+    ),
+    ("retries-default", check_retries, lambda o: _route(o).pop("retries"), "no retries block"),
+    ("no-timeout", check_retries, lambda o: _route(o).pop("timeout"), "no request timeout"),
+    (
+        "vs-port",
+        check_virtual_services,
+        lambda o: _route(o)["route"][0]["destination"]["port"].__setitem__("number", 80),
+        "port 80",
+    ),
+    (
+        "vs-host",
+        check_virtual_services,
+        lambda o: _route(o)["route"][0]["destination"].__setitem__(
+            "host", "housing-api.default.svc.cluster.local"
+        ),
+        "not a rendered Service",
+    ),
+    (
+        "vs-gateway",
+        check_virtual_services,
+        lambda o: _named(o, "VirtualService")["spec"].__setitem__("gateways", ["public"]),
+        "gateway 'public'",
+    ),
+    (
+        "route-catch-all",
+        check_public_routes,
+        lambda o: _route(o)["match"].append({"uri": {"prefix": "/"}}),
+        "/metrics",
+    ),
+    (
+        "route-missing-predict",
+        check_public_routes,
+        lambda o: _route(o)["match"].pop(0),
+        "no route serves /predict",
+    ),
+    (
+        "dr-no-outlier-detection",
+        check_destination_rules,
+        lambda o: _named(o, "DestinationRule")["spec"]["trafficPolicy"].pop("outlierDetection"),
+        "outlierDetection",
+    ),
+    (
+        "dr-no-pool",
+        check_destination_rules,
+        lambda o: _named(o, "DestinationRule")["spec"]["trafficPolicy"].pop("connectionPool"),
+        "connectionPool",
+    ),
+    (
+        "init-container-root",
+        check_container_security,
+        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].__setitem__(
+            "runAsUser", 0
+        ),
+        "initContainer wait-for-redis: runAsUser is 0",
+    ),
+    (
+        "init-container-escalation",
+        check_container_security,
+        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].pop(
+            "allowPrivilegeEscalation"
+        ),
+        "allowPrivilegeEscalation",
+    ),
+    (
+        "redis-no-limits",
+        check_container_security,
+        lambda o: _redis_container(o)["resources"].pop("limits"),
+        "no limits",
+    ),
+    (
+        "api-writable-root",
+        check_container_security,
+        lambda o: _api_container(o)["securityContext"].__setitem__("readOnlyRootFilesystem", False),
+        "readOnlyRootFilesystem",
+    ),
+    (
+        "redis-may-run-as-root",
+        check_container_security,
+        _redis_may_run_as_root,
+        "container redis: runAsNonRoot",
+    ),
+    (
+        "grace-too-short",
+        check_graceful_shutdown,
+        lambda o: pod_spec(_api(o)).__setitem__("terminationGracePeriodSeconds", 25),
+        "terminationGracePeriodSeconds=25",
+    ),
+    (
+        "sidecar-drains-5s",
+        check_graceful_shutdown,
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].pop(
+            "proxy.istio.io/config"
+        ),
+        "Istio sidecar drains for 5 s",
+    ),
+    (
+        "no-prestop",
+        check_graceful_shutdown,
+        lambda o: _api_container(o).pop("lifecycle"),
+        "preStop",
+    ),
+    (
+        "redis-noeviction",
+        check_redis_is_a_cache,
+        lambda o: _set_flag(o, "--maxmemory-policy", "noeviction"),
+        "--maxmemory-policy",
+    ),
+    (
+        "redis-persists",
+        check_redis_is_a_cache,
+        lambda o: _set_flag(o, "--appendonly", "yes"),
+        "--appendonly",
+    ),
+    (
+        "redis-maxmemory-over-limit",
+        check_redis_is_a_cache,
+        lambda o: _set_flag(o, "--maxmemory", "1gb"),
+        "headroom",
+    ),
+    (
+        "label-missing",
+        check_labels,
+        lambda o: _named(o, "Service")["metadata"]["labels"].pop("app.kubernetes.io/version"),
+        "Service/housing-api lacks labels ['app.kubernetes.io/version']",
+    ),
+    (
+        "selector-uses-version",
+        check_labels,
+        lambda o: _api(o)["spec"]["selector"]["matchLabels"].__setitem__(
+            "app.kubernetes.io/version", "0.1.0"
+        ),
+        "immutable",
+    ),
+    (
+        "namespace-not-injected",
+        check_prod_namespace,
+        lambda o: of_kind(o, "Namespace")[0]["metadata"]["labels"].pop("istio-injection"),
+        "istio-injection",
+    ),
+    (
+        "object-outside-namespace",
+        check_prod_namespace,
+        lambda o: _named(o, "Service")["metadata"].__setitem__("namespace", "default"),
+        "Service/housing-api is in namespace 'default'",
+    ),
+    (
+        "schema-bad-type",
+        check_schemas,
+        lambda o: _api_container(o)["ports"][0].__setitem__("containerPort", "eight-thousand"),
+        "containerPort",
+    ),
+    (
+        "schema-unknown-field",
+        check_schemas,
+        lambda o: _api_container(o).__setitem__("readinessprobe", {}),
+        "readinessprobe",
+    ),
+    (
+        "schema-istio-typo",
+        check_schemas,
+        lambda o: _route(o)["retries"].__setitem__("retry_on", "5xx"),
+        "retry_on",
+    ),
+    (
+        "schema-istio-bad-duration",
+        check_schemas,
+        lambda o: _route(o).__setitem__("timeout", "10 seconds"),
+        "timeout",
+    ),
+]
+
+
+def test_every_mutation_starts_from_a_clean_render(prod: list[Obj]) -> None:
+    for check in {id(m[1]): m[1] for m in MUTATIONS}.values():
+        assert check(prod) == [], check.__name__
+
+
+@pytest.mark.parametrize(
+    ("check", "mutate", "expected"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS]
+)
+def test_check_reports_the_broken_invariant(
+    prod: list[Obj], check: Check, mutate: Callable[[list[Obj]], None], expected: str
+) -> None:
+    broken = copy.deepcopy(prod)
+    mutate(broken)
+    problems = check(broken)
+    assert any(expected in p for p in problems), problems
+
+
+def test_dev_check_reports_an_hpa_and_istio(dev: list[Obj], prod: list[Obj]) -> None:
+    extra = [_named(prod, "VirtualService"), _named(prod, "HorizontalPodAutoscaler")]
+    broken = copy.deepcopy([*dev, *extra])
+    problems = check_dev(broken)
+    assert any("no HPA" in p for p in problems), problems
+    assert any("Istio object VirtualService" in p for p in problems), problems
+
+
+# --- the Makefile target that renders them ------------------------------------------------------
+
+
+def test_makefile_renders_each_overlay() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    phony = " ".join(line for line in makefile.splitlines() if line.startswith(".PHONY"))
+    assert "k8s-render" in phony.split()
+    assert re.search(r"^k8s-render:", makefile, re.MULTILINE)
+    assert "kustomize" in makefile

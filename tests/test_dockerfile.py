@@ -1,0 +1,388 @@
+"""The Dockerfile builds the image the deployment expects (there is no Docker engine to build it).
+
+dockerfile-parse turns the Dockerfile into instructions, split here into stages. Each `check_*`
+function returns a list of problems, so the same function runs on the real Dockerfile and on
+broken copies of its text (the mutation tests at the end show each check can fail).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+APP_UID = 10001
+PORT = 8000
+VENV = "/app/.venv"
+SERVE = ["housing-api", "serve", "--host", "0.0.0.0"]
+PINNED_SLIM_PYTHON = re.compile(r"^python:3\.11\.\d+-slim(-bookworm|-trixie)?$")
+PINNED_UV = re.compile(r"^ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+$")
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|libc6-dev|make)\b")
+OCI_LABELS = ("title", "description", "version", "revision", "created", "source", "licenses")
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def values(self, instruction: str) -> list[str]:
+        return [value for name, value in self.instructions if name == instruction]
+
+
+def parse_stages(text: str) -> list[Stage]:
+    # A file object, never a path: setting content on a path-based parser writes the file.
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    stages: list[Stage] = []
+    for item in parser.structure:
+        if item["instruction"] == "FROM":
+            words = [w for w in item["value"].split() if not w.startswith("--platform")]
+            named = len(words) == 3 and words[1].upper() == "AS"
+            stages.append(Stage(base=words[0], name=words[2] if named else None))
+        elif stages and item["instruction"] != "COMMENT":
+            stages[-1].instructions.append((item["instruction"], item["value"]))
+    return stages
+
+
+def copy_sources(value: str) -> tuple[str | None, list[str], str]:
+    """`--from=x a b dest` -> ("x", ["a", "b"], "dest")."""
+    words = value.split()
+    options = [w for w in words if w.startswith("--")]
+    paths = [w for w in words if not w.startswith("--")]
+    source_stage = next((o.split("=", 1)[1] for o in options if o.startswith("--from=")), None)
+    return source_stage, paths[:-1], paths[-1]
+
+
+def env_of(stage: Stage) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for value in stage.values("ENV"):
+        for key, val in re.findall(r'(\w+)=("[^"]*"|\S+)', value):
+            env[key] = val.strip('"')
+    return env
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def check_stages(stages: list[Stage]) -> list[str]:
+    """A builder stage and a runtime stage, both on the same pinned slim Python."""
+    if len(stages) < 2:
+        return [f"expected a multi-stage build, found {len(stages)} stage(s)"]
+    problems = [
+        f"stage {s.name}: base {s.base!r} is not a pinned python:3.11.N-slim tag"
+        for s in stages
+        if s.name != "uv" and not PINNED_SLIM_PYTHON.match(s.base)
+    ]
+    if stages[0].base != stages[-1].base:
+        # The venv's interpreter is a symlink into the base image: both must be the same one.
+        problems.append(f"builder ({stages[0].base}) and runtime ({stages[-1].base}) differ")
+    return problems
+
+
+def check_builder(stages: list[Stage]) -> list[str]:
+    """The builder has gcc and libc headers, a pinned uv, and syncs the lock without dev deps."""
+    builder, problems = stages[0], []
+    runs = " ".join(builder.values("RUN"))
+    if not re.search(r"apt-get install[^&]*\bgcc\b[^&]*\blibc6-dev\b", runs):
+        problems.append("builder does not apt-get install gcc libc6-dev")
+    uv_images = [copy_sources(v)[0] for v in builder.values("COPY") if "/uv" in v]
+    if not (
+        any(PINNED_UV.match(i or "") for i in uv_images) or re.search(r"pip install[^&]*uv==", runs)
+    ):
+        problems.append(f"builder gets uv from {uv_images or 'nowhere'}, not a pinned version")
+    final_sync = [r for r in builder.values("RUN") if "uv sync" in r][-1:] or [""]
+    for flag in ("--frozen", "--no-dev", "--no-editable"):
+        if flag not in final_sync[0]:
+            problems.append(f"builder's last `uv sync` lacks {flag}")
+    if env_of(builder).get("UV_PROJECT_ENVIRONMENT", f"{VENV}") != VENV:
+        problems.append(f"builder's venv is not {VENV}")
+    return problems
+
+
+def check_runtime_is_lean(stages: list[Stage]) -> list[str]:
+    """The runtime copies the venv from the builder and installs neither compilers nor uv."""
+    runtime, problems = stages[-1], []
+    for run in runtime.values("RUN"):
+        if COMPILERS.search(run) or re.search(r"\buv\b", run):
+            problems.append(f"runtime RUN installs build tools: {run[:80]}")
+    copies = [copy_sources(v) for v in runtime.values("COPY") + runtime.values("ADD")]
+    if any(PINNED_UV.match(src or "") or "/uv" in srcs for src, srcs, _ in copies):
+        problems.append("runtime copies uv")
+    if (stages[0].name, [VENV], VENV) not in copies:
+        problems.append(f"runtime does not COPY --from={stages[0].name} {VENV} {VENV}")
+    return problems
+
+
+def check_user(stages: list[Stage]) -> list[str]:
+    """The runtime runs as the fixed numeric uid/gid 10001, created in the image."""
+    runtime, problems = stages[-1], []
+    users = runtime.values("USER")
+    if not users or users[-1] not in (f"{APP_UID}", f"{APP_UID}:{APP_UID}"):
+        problems.append(f"final USER is {users[-1] if users else None!r}, expected {APP_UID}")
+    runs = " ".join(runtime.values("RUN"))
+    if not re.search(rf"useradd\b[^&]*--uid {APP_UID}\b", runs):
+        problems.append(f"runtime creates no user with uid {APP_UID}")
+    return problems
+
+
+def check_model_baked_in(stages: list[Stage]) -> list[str]:
+    """MODEL_PATH is absolute and names the model file the runtime copies in."""
+    runtime = stages[-1]
+    model_path = env_of(runtime).get("MODEL_PATH", "")
+    if not model_path.startswith("/"):
+        return [f"MODEL_PATH {model_path!r} is not absolute"]
+    target = PurePosixPath(model_path)
+    for _, sources, dest in (copy_sources(v) for v in runtime.values("COPY")):
+        names = {PurePosixPath(s).name for s in sources}
+        if {"model.joblib", "model.json"} <= names and dest.rstrip("/") == str(target.parent):
+            return []
+    return [f"runtime does not COPY model.joblib and model.json into {target.parent}/"]
+
+
+def check_entrypoint(stages: list[Stage]) -> list[str]:
+    """EXPOSE 8000; an exec-form CMD runs the console script from the venv on PATH."""
+    runtime, problems = stages[-1], []
+    if str(PORT) not in " ".join(runtime.values("EXPOSE")).split():
+        problems.append(f"runtime does not EXPOSE {PORT}")
+    if runtime.values("ENTRYPOINT"):
+        problems.append("an ENTRYPOINT would wrap the CMD (and may put a shell before the server)")
+    cmd = (runtime.values("CMD") or [""])[-1]
+    try:
+        argv = json.loads(cmd)
+    except json.JSONDecodeError:
+        argv = None
+    if not isinstance(argv, list) or argv[: len(SERVE)] != SERVE:
+        problems.append(f"CMD {cmd!r} is not the exec form of {SERVE}")
+    elif "--port" in argv and argv[argv.index("--port") + 1] != str(PORT):
+        problems.append(f"CMD serves on a port other than {PORT}")
+    if f"{VENV}/bin" not in env_of(runtime).get("PATH", "").split(":"):
+        problems.append(f"PATH does not include {VENV}/bin")
+    return problems
+
+
+def check_healthcheck(stages: list[Stage]) -> list[str]:
+    """A HEALTHCHECK against /livez with the standard library (slim images have no curl)."""
+    checks = stages[-1].values("HEALTHCHECK")
+    if not checks:
+        return ["runtime has no HEALTHCHECK"]
+    check = checks[-1]
+    problems = []
+    if re.search(r"\b(curl|wget)\b", check):
+        problems.append("HEALTHCHECK uses curl/wget, which the slim image does not have")
+    if "python" not in check or "/livez" not in check:
+        problems.append("HEALTHCHECK does not call /livez with python")
+    return problems
+
+
+def check_labels(stages: list[Stage]) -> list[str]:
+    """OCI image labels for provenance."""
+    labels = " ".join(stages[-1].values("LABEL"))
+    return [
+        f"missing LABEL org.opencontainers.image.{key}"
+        for key in OCI_LABELS
+        if f"org.opencontainers.image.{key}=" not in labels
+    ]
+
+
+CHECKS = [
+    check_stages,
+    check_builder,
+    check_runtime_is_lean,
+    check_user,
+    check_model_baked_in,
+    check_entrypoint,
+    check_healthcheck,
+    check_labels,
+]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return DOCKERFILE.read_text()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_dockerfile_keeps_its_invariants(dockerfile: str, check: Callable[..., list[str]]) -> None:
+    assert check(parse_stages(dockerfile)) == []
+
+
+def test_the_console_script_and_model_the_image_needs_exist() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["housing-api"] == "housing_api.cli:main"
+    assert (ROOT / "model/model.joblib").is_file() and (ROOT / "model/model.json").is_file()
+
+
+# --- each check fails when its property breaks --------------------------------------------------
+
+DOCKERFILE_MUTATIONS = [
+    ("single-stage", check_stages, r"(?s)^.*?(FROM python:\S+ AS runtime)", r"\1"),
+    (
+        "runtime-latest",
+        check_stages,
+        r"FROM python:\S+ AS runtime",
+        "FROM python:latest AS runtime",
+    ),
+    ("no-gcc", check_builder, r"gcc libc6-dev", "libc6-dev"),
+    ("uv-latest", check_builder, r"astral-sh/uv:[\d.]+", "astral-sh/uv:latest"),
+    ("editable-install", check_builder, r"--no-dev --no-editable", "--no-dev"),
+    ("dev-deps", check_builder, r"--frozen --no-dev --no-editable", "--frozen --no-editable"),
+    (
+        "runtime-compiler",
+        check_runtime_is_lean,
+        r"(?m)^(ARG VERSION)",
+        "RUN apt-get update && apt-get install -y gcc\n\\1",
+    ),
+    (
+        "runtime-uv",
+        check_runtime_is_lean,
+        r"(?m)^(USER 10001)",
+        "COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /bin/uv\n\\1",
+    ),
+    ("venv-not-copied", check_runtime_is_lean, r"COPY --from=builder /app/.venv /app/.venv", ""),
+    ("root-user", check_user, r"USER 10001:10001", "USER root"),
+    ("named-user", check_user, r"USER 10001:10001", "USER app"),
+    (
+        "relative-model-path",
+        check_model_baked_in,
+        r"MODEL_PATH=/app/model/model.joblib",
+        "MODEL_PATH=model/model.joblib",
+    ),
+    ("model-not-copied", check_model_baked_in, r"COPY model/model.joblib model/model.json", "#"),
+    (
+        "shell-form-cmd",
+        check_entrypoint,
+        r"(?m)^CMD \[.*\]",
+        "CMD housing-api serve --host 0.0.0.0",
+    ),
+    ("loopback-only", check_entrypoint, r'"0\.0\.0\.0"', '"127.0.0.1"'),
+    ("no-expose", check_entrypoint, r"EXPOSE 8000", "EXPOSE 9000"),
+    ("venv-off-path", check_entrypoint, r'PATH="/app/.venv/bin:', 'PATH="'),
+    (
+        "curl-healthcheck",
+        check_healthcheck,
+        r'CMD \["python".*\]',
+        "CMD curl -f http://127.0.0.1:8000/livez",
+    ),
+    ("no-healthcheck", check_healthcheck, r"(?m)^HEALTHCHECK.*\n.*\n", ""),
+    (
+        "no-revision-label",
+        check_labels,
+        r'org\.opencontainers\.image\.revision="\$\{REVISION\}"',
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "pattern", "replacement"),
+    [m[1:] for m in DOCKERFILE_MUTATIONS],
+    ids=[m[0] for m in DOCKERFILE_MUTATIONS],
+)
+def test_check_reports_the_broken_property(
+    dockerfile: str, check: Callable[..., list[str]], pattern: str, replacement: str
+) -> None:
+    broken, count = re.subn(pattern, replacement, dockerfile, count=1)
+    assert count == 1, f"mutation {pattern!r} did not apply: the Dockerfile changed shape"
+    assert check(parse_stages(broken)) != []
+
+
+# --- .dockerignore ------------------------------------------------------------------------------
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    excluded = False
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        regex = re.escape(pattern.strip("/")).replace(r"\*\*/", "(.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        regex = re.sub(r"\\\[(.*?)\\\]", r"[\1]", regex)
+        if any(re.fullmatch(regex, c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+@pytest.fixture(scope="module")
+def ignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pyproject.toml",
+        "uv.lock",
+        "README.md",
+        "setup.py",
+        "src/housing_api/__init__.py",
+        "src/housing_api/cli.py",
+        "model/model.joblib",
+        "model/model.json",
+    ],
+)
+def test_build_context_holds_what_the_dockerfile_copies(
+    ignore_patterns: list[str], path: str
+) -> None:
+    assert not dockerignore_excludes(ignore_patterns, path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/test_dockerfile.py",
+        ".k8s/base/kustomization.yaml",
+        "src/housing_api/__pycache__/cli.cpython-311.pyc",
+        "src/housing_api/_fast.cpython-311.so",
+        "build/k8s/prod.yaml",
+        ".env",
+        "model/old-model.joblib",
+    ],
+)
+def test_build_context_leaves_out_local_state(ignore_patterns: list[str], path: str) -> None:
+    assert dockerignore_excludes(ignore_patterns, path)
+
+
+def test_every_dockerfile_copy_source_is_in_the_context(
+    dockerfile: str, ignore_patterns: list[str]
+) -> None:
+    for stage in parse_stages(dockerfile):
+        for value in stage.values("COPY"):
+            source_stage, sources, _ = copy_sources(value)
+            if source_stage is not None:
+                continue
+            for source in sources:
+                # A wildcard source (setup.p[y]) copies whatever exists; it may match nothing.
+                paths = [p.relative_to(ROOT).as_posix() for p in ROOT.glob(source)]
+                if not any(c in source for c in "*?["):
+                    paths = [source]
+                for path in paths:
+                    assert not dockerignore_excludes(ignore_patterns, path), path
+
+
+# --- make image ---------------------------------------------------------------------------------
+
+
+def test_make_image_tags_with_the_git_sha() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    phony = " ".join(line for line in makefile.splitlines() if line.startswith(".PHONY"))
+    assert "image" in phony.split()
+    target = re.search(r"(?ms)^image:.*?(?=^\S)", makefile + "\nend")
+    assert target, "no image target"
+    assert "docker build" in target[0]
+    assert "git rev-parse --short HEAD" in makefile
