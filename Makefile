@@ -15,7 +15,7 @@ export SCIKIT_LEARN_DATA
 .PHONY: help install deps run test lint typecheck train lock-check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 deps:  ## install OS packages the tests use (redis-server) when root and missing
 	@bash scripts/install-deps.sh
