@@ -127,7 +127,8 @@ def app_client(**overrides: Any) -> Iterator[TestClient]:
 async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Run the lifespan and talk to the app concurrently from one event loop."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        # Starlette re-raises after sending its 500 (so servers log it); the client must still see the 500.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             yield c
 

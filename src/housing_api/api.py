@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi_cache.decorator import cache
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from housing_api.errors import Overloaded, ShuttingDown
 from housing_api.http_cache import row_key_builder, stable_etag
@@ -90,9 +91,21 @@ async def _shutting_down(_: Request, __: Exception) -> Response:
     return _error(503, "the service is shutting down; retry on another replica", headers={"Connection": "close"})
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # GET and POST /predict are two routes; Starlette's Allow names only the one it matched.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return _error(exc.status_code, str(exc.detail), headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    routes = request.app.router.routes
+    return [m for m in _METHODS if any(r.matches({**request.scope, "method": m})[0] == Match.FULL for r in routes)]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -17,10 +17,13 @@ from typing import Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from housing_api.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
+WRITE_TIMEOUT_S = 2.0
+"""Bound of one pipelined write-behind round trip (off the request path)."""
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -73,9 +76,12 @@ class RedisTier:
         self.retry_interval_s = retry_interval_s
         self.metrics = metrics
         # No client-side retries: the service's answer is to skip the cache, not to wait for it.
+        # Reads on the request path are bounded by asyncio.timeout(timeout_s); the socket timeout
+        # is the longer write bound, because writes are write-behind and off the request path.
+        self.write_timeout_s = max(timeout_s, WRITE_TIMEOUT_S)
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url,
-            socket_timeout=timeout_s,
+            socket_timeout=self.write_timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
@@ -120,13 +126,17 @@ class RedisTier:
         if not items or not self.usable():
             return False
         try:
-            async with asyncio.timeout(self.timeout_s * 4):
+            async with asyncio.timeout(self.write_timeout_s):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for key, value in items:
                         pipe.set(key, value, ex=ttl_s or self.ttl_s)
                     await pipe.execute()
-        except Exception as exc:
+        except (ConnectionError, OSError, RedisConnectionError) as exc:
             self._failed("set", exc)
+            return False
+        except Exception:
+            # A slow write under load is not an outage: count it, keep using Redis for reads.
+            self.metrics.redis_errors.labels("set").inc()
             return False
         self._succeeded()
         return True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -12,12 +14,21 @@ from types import FrameType
 from housing_api.errors import ModelArtifactError
 
 
-def _clean_exit_server_class() -> type:
+def _clean_exit_server_class(drain_s: float) -> type:
     import uvicorn
 
     class CleanExitServer(uvicorn.Server):
         """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die with
         -15. A drained SIGTERM is the normal way a pod stops: exit 0."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Stop accepting, then give requests already written to open connections a moment
+            # to be read: uvicorn closes connections whose request it has not parsed yet, and the
+            # client would see a reset for a request it had already sent.
+            for server in self.servers:
+                server.close()
+            await asyncio.sleep(drain_s)
+            await super().shutdown(sockets)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
@@ -52,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    _clean_exit_server_class()(config).run()
+    _clean_exit_server_class(args.drain_seconds)(config).run()
     return 0
 
 
@@ -72,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM"
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.5,
+        help="after SIGTERM, keep reading requests already sent on open connections this long",
     )
     serve.set_defaults(func=_serve)
     train = sub.add_parser("train", help="train the model and write model/model.joblib + model.json")

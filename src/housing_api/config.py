@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,3 +39,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Batches up to this size run on the event loop when the compiled inference path is active (a thread hop costs more than the prediction).",
     )
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> Settings:
+        # Otherwise a full-size batch could never be admitted and would always get 429.
+        if self.max_queued_rows < self.max_batch_rows:
+            raise ValueError(
+                f"MAX_QUEUED_ROWS ({self.max_queued_rows}) must be >= MAX_BATCH_ROWS ({self.max_batch_rows})"
+            )
+        return self
