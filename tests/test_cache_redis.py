@@ -49,14 +49,22 @@ def redis_keys(server_url: str, prefix: str) -> list[bytes]:
     return list(redis.Redis.from_url(server_url).scan_iter(f"{prefix}:*"))
 
 
-def test_partly_cached_batch_predicts_only_missing_rows(redis_url: str) -> None:
-    with app_client(redis_url=redis_url) as c:
-        batch = rows(100)
-        c.post("/predict", json=batch[:99])
+@pytest.mark.parametrize("micro_batching", [True, False])
+def test_partly_cached_batch_predicts_only_missing_rows(redis_url: str, micro_batching: bool) -> None:
+    prefix = make_settings().cache_prefix
+    batch = rows(100)
+    with app_client(redis_url=redis_url, micro_batching=micro_batching, cache_prefix=prefix) as c:
+        first = c.post("/predict", json=batch[:99]).json()
         calls = spy(c)
         r = c.post("/predict", json=batch)
         assert r.status_code == 200 and r.headers["X-Cache"] == "PARTIAL"
         assert calls.calls == [1]
+        assert r.json()["prediction"][:99] == first["prediction"]
+    assert wait_until(lambda: len(redis_keys(redis_url, prefix)) == 100)
+    with app_client(redis_url=redis_url, micro_batching=micro_batching, cache_prefix=prefix) as other:
+        again = other.post("/predict", json=batch)
+        assert again.headers["X-Cache"] == "HIT"  # found in Redis by a fresh instance
+        assert again.json()["prediction"] == r.json()["prediction"]
 
 
 def test_rows_missing_from_memory_are_found_in_redis_by_another_instance(redis_url: str) -> None:

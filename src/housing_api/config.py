@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(
         0.0, ge=0, description="Extra time a micro-batch may wait for more rows (0 = adaptive, never waits when idle)."
     )
+    micro_batching: bool = Field(
+        True,
+        description="Gather rows of concurrent requests into shared Redis round trips and model calls; false = one of each per request (for comparison only).",
+    )
     max_inflight_requests: int = Field(512, ge=1, description="Prediction requests admitted at once; more get 429.")
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
