@@ -98,7 +98,8 @@ async def _start(
     resolver = Resolver(
         model, memory, redis, key_namespace(settings.cache_prefix, model.version), metrics,
         batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
-        max_queued_rows=settings.max_queued_rows, inline_predict_rows=settings.inline_predict_rows, micro_batching=settings.micro_batching,
+        max_queued_rows=settings.max_queued_rows, inline_predict_rows=settings.inline_predict_rows,
+        micro_batching=settings.micro_batching,
     )  # fmt: skip
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)
