@@ -72,3 +72,20 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 		kubectl kustomize .k8s/$$target > $$out || exit 1; \
 		echo "wrote $$out"; \
 	done
+
+# -- performance and reliability ------------------------------------------------------------------
+BENCH_DURATION ?= 15s
+SOAK_DURATION ?= 10m
+.PHONY: bench bench-smoke soak audit
+
+bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
+	@mkdir -p build
+	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json
+
+soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
+	$(PY) bench/soak.py --duration $(SOAK_DURATION)
+
+audit: install  ## pip-audit the locked dependency set (needs a network that reaches a vulnerability database)
+	@mkdir -p build
+	$(UV) export --frozen --format requirements-txt --no-emit-project > build/requirements.lock.txt
+	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r build/requirements.lock.txt

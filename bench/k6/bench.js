@@ -1,6 +1,7 @@
 // Throughput and latency of one scenario against one server. Everything comes from the environment:
 //   BASE_URL   server to drive (default http://127.0.0.1:8000)
-//   MODE       hits | misses | mixed  (mixed: HALF of each batch's rows repeat a warmed pool)
+//   MODE       hits | misses | mixed (half of each batch's rows repeat a warmed pool) | half (each request
+//              repeats the pool with probability 0.5)
 //   BATCH_SIZE rows per request (default 1)
 //   EXECUTOR   vus (closed loop, VUS connections) | rate (open loop, RATE requests/s)
 //   VUS, RATE, DURATION, POOL (warmed rows, default 64), SEED (keeps fresh rows of runs apart)
@@ -42,8 +43,9 @@ export function pool(i) { return row(i % POOL, 999); }
 export default function () {
   const it = exec.scenario.iterationInTest;
   const rows = [];
+  const coin = Math.random() < 0.5;
   for (let j = 0; j < BATCH; j++) {
-    const repeat = MODE === 'hits' || (MODE === 'mixed' && j % 2 === 0);
+    const repeat = MODE === 'hits' || (MODE === 'mixed' && j % 2 === 0) || (MODE === 'half' && coin);
     rows.push(repeat ? pool(it * BATCH + j) : row(it * BATCH + j, SEED));
   }
   const res = http.post(`${BASE_URL}/predict`, JSON.stringify(rows), PARAMS);

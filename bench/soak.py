@@ -1,0 +1,128 @@
+"""`make soak`: a long run at a fixed fraction of capacity, sampling the server's memory and file
+descriptors, to show they stay flat. Writes docs/soak.md and docs/soak.png.
+
+Capacity is measured first (a short closed-loop run of the same traffic); the soak then offers
+FRACTION of it with k6's constant-arrival-rate executor. Traffic: one row per request, half of the
+requests repeat a warmed pool, half send a row never sent before, so the in-process tier fills to
+its bound and must stop growing there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import BIN, K6, ROOT, Process, Target, machine, run_k6, start_redis, warm
+
+
+def sample(pid: int) -> tuple[float, int]:
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def sampler(pid: int, every_s: float, out: list[tuple[float, float, int]], stop: threading.Event) -> None:
+    started = time.monotonic()
+    while not stop.wait(every_s):
+        rss, fds = sample(pid)
+        out.append((time.monotonic() - started, rss, fds))
+
+
+def growth(samples: list[tuple[float, float, int]], index: int) -> float:
+    """Last minute's mean against the mean of the minute after warm-up (the first 20% of the run)."""
+    n = max(len(samples) // 10, 1)
+    start = samples[len(samples) // 5 : len(samples) // 5 + n]
+    end = samples[-n:]
+    first = sum(s[index] for s in start) / len(start)
+    last = sum(s[index] for s in end) / len(end)
+    return (last - first) / first
+
+
+def write_report(
+    samples: list[tuple[float, float, int]], rate: float, capacity: float, duration: str, result: dict, command: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s[0] / 60 for s in samples]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.plot(t, [s[1] for s in samples])
+    a.set(title="resident memory", xlabel="minutes", ylabel="MB", ylim=(0, max(s[1] for s in samples) * 1.2))
+    b.plot(t, [s[2] for s in samples], color="tab:orange")
+    b.set(title="open file descriptors", xlabel="minutes", ylim=(0, max(s[2] for s in samples) * 1.5))
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "soak.png", dpi=100)
+    rows = "\n".join(f"| {s[0]:.0f} | {s[1]:.1f} | {s[2]} |" for s in samples[:: max(len(samples) // 20, 1)])
+    d = result["http_req_duration"]["values"]
+    (ROOT / "docs" / "soak.md").write_text(
+        f"""# Soak: memory and file descriptors under sustained load
+
+Command: `{command}`
+
+Machine: {machine()}
+
+- Capacity measured first (closed loop, 32 connections, same traffic): **{capacity:,.0f} requests/s**.
+- Offered for {duration}: **{rate:,.0f} requests/s** ({rate / capacity:.0%} of capacity), one row per
+  request, half repeating a warmed pool, half never sent before. Redis on.
+- Achieved {result["http_reqs"]["values"]["rate"]:,.0f} requests/s; p50 {d["med"]:.2f} ms, p99 {d["p(99)"]:.2f} ms;
+  failed {result["http_req_failed"]["values"]["rate"]:.2%}.
+- **Resident memory growth: {growth(samples, 1):+.1%}**, open file descriptors growth: {growth(samples, 2):+.1%}
+  (mean of the last tenth of the run against the tenth after the first 20%, which covers warm-up and
+  the in-process tier filling to its bound). Target: under 10%.
+
+![memory and fds](soak.png)
+
+| seconds | RSS MB | open fds |
+|---:|---:|---:|
+{rows}
+"""
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", default="10m")
+    parser.add_argument("--fraction", type=float, default=0.7)
+    parser.add_argument("--every", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        redis_proc, redis_url = start_redis(tmp)
+        env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
+        server = Process(Target("service", [str(BIN / "housing-api"), "serve", "--port", "{port}"], env))
+        try:
+            warm(server.url, 64)
+            capacity = run_k6(server.url, {"MODE": "half"}, "15s", tmp, 1)["http_reqs"]["values"]["rate"]
+            rate = capacity * args.fraction
+            samples: list[tuple[float, float, int]] = []
+            stop = threading.Event()
+            thread = threading.Thread(target=sampler, args=(server.proc.pid, args.every, samples, stop), daemon=True)
+            thread.start()
+            result = run_k6(
+                server.url, {"MODE": "half", "EXECUTOR": "rate", "RATE": str(int(rate))}, args.duration, tmp, 2
+            )
+            stop.set()
+            thread.join()
+        finally:
+            server.stop()
+            redis_proc.terminate()
+    command = "make soak" + ("" if args.duration == "10m" else f" SOAK_DURATION={args.duration}")
+    write_report(samples, rate, capacity, args.duration, result, command)
+    print((ROOT / "docs" / "soak.md").read_text())
+
+
+if __name__ == "__main__":
+    subprocess.run([str(K6), "version"], check=True, capture_output=True)
+    main()
