@@ -12,7 +12,7 @@ PORT        ?= 8000
 SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
 export SCIKIT_LEARN_DATA
 
-.PHONY: help install deps run test lint typecheck train lock-check clean
+.PHONY: help install deps run test lint typecheck train lock-check clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -35,6 +35,9 @@ run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_U
 
 test: install  ## run the whole test suite (unit + integration against real processes)
 	$(BIN)/pytest -q
+
+bench: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
+	$(PY) bench/inference.py
 
 lint:  ## ruff + mypy --strict on src/
 	$(BIN)/ruff check src tests

@@ -54,7 +54,10 @@ class Forest:
 
 def compile_predictor(estimator: object) -> Predict | None:
     """A fast predict for estimators we cover (HistGradientBoostingRegressor without categorical
-    features); None otherwise, so the caller falls back to estimator.predict."""
+    features); None otherwise, so the caller falls back to estimator.predict.
+
+    The predict works on a copy of the fitted trees: refitting the estimator needs a new compile.
+    """
     if _fastpath is None or not is_covered(estimator):
         return None
     # predict() maps raw sums through the loss's inverse link (identity for squared error).
