@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
 
 try:
     from housing_api import _fastpath
@@ -67,6 +69,10 @@ def compile_predictor(estimator: object) -> Predict | None:
 
 def is_covered(estimator: object) -> TypeGuard[HistGradientBoostingRegressor]:
     """A fitted HGBR regressor with numeric splits only and trees that fit the kernel's masks."""
+    # Imported here so that importing housing_api.model stays as light as it was; unpickling
+    # the model imports sklearn.ensemble anyway.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
     # The exact type: a subclass may override predict, which the tables would not follow.
     if type(estimator) is not HistGradientBoostingRegressor:
         return False
