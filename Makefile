@@ -24,7 +24,7 @@ $(UV):
 	@echo "installing uv into ~/.local/bin"; \
 	python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --quiet uv --break-system-packages
 
-$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
@@ -76,11 +76,15 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 # -- performance and reliability ------------------------------------------------------------------
 BENCH_DURATION ?= 15s
 SOAK_DURATION ?= 10m
-.PHONY: bench bench-smoke soak audit
+.PHONY: bench bench-inference soak audit
 
 bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
 	@mkdir -p build
+	$(PY) bench/inference.py | tee build/inference.txt
 	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json
+
+bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
+	$(PY) bench/inference.py
 
 soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
 	$(PY) bench/soak.py --duration $(SOAK_DURATION)

@@ -1,0 +1,14 @@
+"""Only the C extension lives here; everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "housing_api._fastpath",
+            sources=["src/housing_api/_fastpath.c"],
+            # Never -ffast-math: the kernel must compare and add exactly like scikit-learn.
+            extra_compile_args=["-O3", "-std=c11"],
+        )
+    ]
+)

@@ -1,0 +1,196 @@
+"""The compiled predict gives scikit-learn's numbers, or steps aside (None) when it cannot."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import fetch_california_housing
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
+
+from housing_api import _fastpath, fastpath
+from housing_api.fastpath import compile_predictor
+from housing_api.model import Model, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-9
+Matrix = np.ndarray[Any, np.dtype[np.float64]]
+
+
+def california_X() -> Matrix:
+    """The whole dataset from the offline copy beside the repo (SCIKIT_LEARN_DATA, see Makefile)."""
+    data_home = os.environ.get("SCIKIT_LEARN_DATA", str(ROOT.parent / "shared/data/sklearn"))
+    X, _ = fetch_california_housing(data_home=data_home, download_if_missing=False, return_X_y=True)
+    return np.asarray(X, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return load_model(ROOT / "model/model.joblib")
+
+
+def random_regression(seed: int, n: int = 3000, n_features: int = 5) -> tuple[Matrix, Matrix]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features)) * [1, 10, 100, 0.01, 1e4][:n_features]
+    y = np.sin(X[:, 0]) + 0.01 * X[:, 1] + rng.normal(scale=0.1, size=n)
+    X[rng.random(X.shape) < 0.05] = np.nan  # so the trees learn where missing values go
+    return X, y
+
+
+def awkward_rows(X: Matrix, seed: int) -> Matrix:
+    """Rows beyond the training range, on thresholds exactly, NaN and infinities."""
+    rng = np.random.default_rng(seed)
+    rows = np.concatenate([X, X * 3, -X, np.round(X, 1)])
+    holes = rng.random(rows.shape)
+    rows[holes < 0.05] = np.nan
+    rows[(holes >= 0.05) & (holes < 0.07)] = np.inf
+    rows[(holes >= 0.07) & (holes < 0.09)] = -np.inf
+    return rows
+
+
+def assert_same(actual: Matrix, expected: Matrix) -> None:
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.float64
+    assert np.max(np.abs(actual - expected), initial=0.0) <= TOLERANCE
+
+
+def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> None:
+    X = california_X()
+    assert X.shape == (20640, 8)
+    assert model.fast_path
+    assert_same(model.predict(X), model.estimator.predict(X))
+
+
+def test_committed_model_matches_sklearn_on_nan_and_infinite_values(model: Model) -> None:
+    X = awkward_rows(california_X()[::20], seed=1)
+    assert_same(model.predict(X), model.estimator.predict(X))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"max_iter": 60},
+        {"max_iter": 30, "max_leaf_nodes": 3, "learning_rate": 0.3},
+        {"max_iter": 40, "max_depth": 3, "l2_regularization": 1.0},
+        {"max_iter": 40, "loss": "poisson"},  # predict() applies exp() to the raw sums
+    ],
+)
+def test_model_fitted_here_matches_sklearn(params: dict[str, Any]) -> None:
+    X, y = random_regression(seed=0)
+    if params.get("loss") == "poisson":
+        y = np.exp(y)
+    estimator = HistGradientBoostingRegressor(random_state=0, **params).fit(X, y)
+    predict = compile_predictor(estimator)
+    assert predict is not None
+    rows = awkward_rows(random_regression(seed=1)[0], seed=2)
+    assert_same(predict(rows), estimator.predict(rows))
+
+
+def test_trees_that_never_split_predict_their_single_leaf() -> None:
+    X = random_regression(seed=0)[0]
+    estimator = HistGradientBoostingRegressor(max_iter=5).fit(X, np.full(len(X), 2.5))
+    assert all(p.get_n_leaf_nodes() == 1 for (p,) in estimator._predictors)
+    predict = compile_predictor(estimator)
+    assert predict is not None
+    assert_same(predict(X), estimator.predict(X))
+
+
+def test_one_row_matches_sklearn(model: Model) -> None:
+    row = california_X()[:1]
+    assert_same(model.predict(row), model.estimator.predict(row))
+
+
+def test_empty_input_gives_empty_output(model: Model) -> None:
+    # scikit-learn raises on zero rows; the fast path answers an empty batch with no predictions.
+    out = model.predict(np.empty((0, 8)))
+    assert out.shape == (0,)
+    assert out.dtype == np.float64
+
+
+def test_non_contiguous_input_is_copied_not_misread(model: Model) -> None:
+    X = california_X()[:50]
+    assert_same(model.predict(np.asfortranarray(X)), model.estimator.predict(X))
+    assert_same(model.predict(X[::-1]), model.estimator.predict(X[::-1]))
+
+
+@pytest.mark.parametrize("shape", [(8,), (3, 7), (3, 9), (2, 4, 8)])
+def test_wrong_shape_is_a_value_error(model: Model, shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError):
+        model.predict(np.zeros(shape))
+
+
+def test_linear_regression_is_not_covered() -> None:
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    estimator = LinearRegression().fit(X, y)
+    assert compile_predictor(estimator) is None
+
+
+def test_model_falls_back_to_estimator_predict(model: Model) -> None:
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    estimator = LinearRegression().fit(X, y)
+    fallback = Model(estimator, model.info)
+    assert not fallback.fast_path
+    assert_same(fallback.predict(X), estimator.predict(X))
+
+
+def test_categorical_features_are_not_covered() -> None:
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 5, 500), rng.normal(size=500)]).astype(np.float64)
+    y = X[:, 0] + X[:, 1]
+    estimator = HistGradientBoostingRegressor(categorical_features=[0], max_iter=10).fit(X, y)
+    assert compile_predictor(estimator) is None
+
+
+def test_trees_with_more_leaves_than_mask_bits_are_not_covered() -> None:
+    X, y = random_regression(seed=0)
+    estimator = HistGradientBoostingRegressor(max_leaf_nodes=64, max_iter=5).fit(X, y)
+    assert max(p.get_n_leaf_nodes() for (p,) in estimator._predictors) > fastpath.MAX_LEAVES
+    assert compile_predictor(estimator) is None
+
+
+def test_unfitted_estimator_is_not_covered() -> None:
+    assert compile_predictor(HistGradientBoostingRegressor()) is None
+
+
+def test_missing_extension_means_no_fast_path(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastpath, "_fastpath", None)
+    assert compile_predictor(model.estimator) is None
+
+
+def test_two_threads_predicting_at_once_get_the_same_results(model: Model) -> None:
+    X = california_X()
+    batches = [np.ascontiguousarray(X[i::7][:1000]) for i in range(7)]
+    expected = [model.predict(b) for b in batches]
+    failures: list[int] = []
+
+    def worker(offset: int) -> None:
+        for round_ in range(30):
+            i = (round_ + offset) % len(batches)
+            if not np.array_equal(model.predict(batches[i]), expected[i]):
+                failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_kernel_rejects_tables_of_the_wrong_size(model: Model) -> None:
+    forest = fastpath.flatten(model.estimator)
+    tables = (forest.thresholds, forest.offsets, forest.masks, forest.leaves)
+    X, out = np.zeros((2, 8)), np.empty(2)
+    with pytest.raises(ValueError):
+        _fastpath.predict(*tables[:2], forest.masks[:-1], forest.leaves, 0.0, X, out)
+    with pytest.raises(ValueError):
+        _fastpath.predict(forest.thresholds[:-1], *tables[1:], 0.0, X, out)
+    with pytest.raises(ValueError):
+        _fastpath.predict(*tables, 0.0, X, np.empty(3))
