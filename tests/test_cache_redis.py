@@ -24,7 +24,9 @@ def rows(n: int, start: float = 1.0) -> list[dict[str, float]]:
 
 
 class ModelSpy:
-    """Wraps Model.predict to record how many rows each model call received."""
+    """Wraps Model.predict to record how many rows each model call received. With a delay it stands
+    in for a slow model; such tests set INLINE_PREDICT_ROWS=0 so every call runs in the inference
+    thread, as a slow model's would."""
 
     def __init__(self, model: Any, delay_s: float = 0.0) -> None:
         self.calls: list[int] = []
@@ -162,7 +164,7 @@ def test_unreachable_redis_at_startup_starts_degraded() -> None:
 
 def test_concurrent_identical_misses_are_computed_once() -> None:
     async def scenario() -> list[int]:
-        app = create_app(make_settings())
+        app = create_app(make_settings(inline_predict_rows=0))
         async with running_app(app) as c:
             calls = ModelSpy(app.state.service.model, delay_s=0.05)
             same = [{**GOOD, "MedInc": 3.14159}]
@@ -176,7 +178,7 @@ def test_concurrent_identical_misses_are_computed_once() -> None:
 
 def test_rows_from_concurrent_requests_share_model_calls() -> None:
     async def scenario() -> list[int]:
-        app = create_app(make_settings())
+        app = create_app(make_settings(inline_predict_rows=0))
         async with running_app(app) as c:
             calls = ModelSpy(app.state.service.model, delay_s=0.05)
             bodies = [[{**GOOD, "MedInc": 1 + i}] for i in range(12)]

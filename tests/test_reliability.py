@@ -94,7 +94,7 @@ def test_settings_refuse_a_queue_smaller_than_a_batch() -> None:
 
 def test_past_the_inflight_bound_requests_get_429_at_once() -> None:
     async def scenario() -> tuple[list[int], list[str], bool]:
-        app = create_app(make_settings(max_inflight_requests=2))
+        app = create_app(make_settings(inline_predict_rows=0, max_inflight_requests=2))
         async with running_app(app) as c:
             ModelSpy(app.state.service.model, delay_s=0.5)
             admitted = [asyncio.create_task(c.post("/predict", json=rows(1, start=30 + i))) for i in range(2)]
@@ -116,7 +116,7 @@ def test_past_the_inflight_bound_requests_get_429_at_once() -> None:
 
 def test_past_the_queued_rows_bound_requests_get_429() -> None:
     async def scenario() -> list[int]:
-        app = create_app(make_settings(max_batch_rows=5, max_queued_rows=8))
+        app = create_app(make_settings(inline_predict_rows=0, max_batch_rows=5, max_queued_rows=8))
         async with running_app(app) as c:
             ModelSpy(app.state.service.model, delay_s=0.3)
             first = asyncio.create_task(c.post("/predict", json=rows(5, start=50)))
@@ -215,7 +215,7 @@ def test_unexpected_errors_are_a_json_500_not_a_crash() -> None:
 
 def test_admitted_requests_are_answered_when_the_client_gives_up() -> None:
     async def scenario() -> int:
-        app = create_app(make_settings())
+        app = create_app(make_settings(inline_predict_rows=0))
         async with running_app(app) as c:
             ModelSpy(app.state.service.model, delay_s=0.3)
             same = rows(1, start=95)
