@@ -72,3 +72,9 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 		kubectl kustomize .k8s/$$target > $$out || exit 1; \
 		echo "wrote $$out"; \
 	done
+
+# --- observability (README, "Observability") ---------------------------------------------------
+.PHONY: dashboard-png
+
+dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
+	$(PY) scripts/dashboard_png.py --out docs/dashboard.png

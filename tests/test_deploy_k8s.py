@@ -62,6 +62,8 @@ NON_SELECTOR_LABELS = (
     "app.kubernetes.io/managed-by",
 )
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
+DASHBOARD_LABEL = "grafana_dashboard"  # what the Grafana Helm chart's sidecar looks for
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]
@@ -82,14 +84,10 @@ def _kustomize_command() -> list[str] | None:
 def rendered() -> dict[str, list[Obj]]:
     command = _kustomize_command()
     if command is None:
-        pytest.skip(
-            "neither kubectl nor kustomize is on PATH: cannot render .k8s (install kubectl)"
-        )
+        pytest.skip("neither kubectl nor kustomize is on PATH: cannot render .k8s (install kubectl)")
     # All three at once: each kubectl start-up costs about half a second.
     running = {
-        name: subprocess.Popen(
-            [*command, str(K8S / name)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        name: subprocess.Popen([*command, str(K8S / name)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for name in RENDERS
     }
     renders = {}
@@ -207,11 +205,7 @@ def duration_seconds(value: str) -> float:
 
 def flag_values(args: list[str]) -> dict[str, str]:
     """`["--save", "", "--appendonly", "no"]` -> {"--save": "", "--appendonly": "no"}."""
-    return {
-        args[i]: args[i + 1] if i + 1 < len(args) else ""
-        for i in range(len(args))
-        if args[i].startswith("--")
-    }
+    return {args[i]: args[i + 1] if i + 1 < len(args) else "" for i in range(len(args)) if args[i].startswith("--")}
 
 
 def config_value(objs: list[Obj], workload: Obj, container: Obj, key: str) -> str | None:
@@ -310,9 +304,7 @@ def istio_schema(kind: str) -> Obj | None:
             "spec!": ISTIO_SHAPES[kind],
         }
     )
-    schema["properties"]["apiVersion"] = {
-        "enum": ["networking.istio.io/v1beta1", "networking.istio.io/v1"]
-    }
+    schema["properties"]["apiVersion"] = {"enum": ["networking.istio.io/v1beta1", "networking.istio.io/v1"]}
     schema["properties"]["kind"] = {"const": kind}
     schema["required"] += ["apiVersion", "kind"]
     return schema
@@ -359,9 +351,7 @@ def check_service_selectors(objs: list[Obj]) -> list[str]:
     for svc in of_kind(objs, "Service"):
         selector = svc["spec"].get("selector", {})
         matched = [
-            w
-            for w in workloads(objs)
-            if namespace_of(w) == namespace_of(svc) and selects(selector, pod_labels(w))
+            w for w in workloads(objs) if namespace_of(w) == namespace_of(svc) and selects(selector, pod_labels(w))
         ]
         if [ref(w) for w in matched] != [f"Deployment/{svc['metadata']['name']}"]:
             problems.append(
@@ -393,9 +383,7 @@ def check_probe_ports(objs: list[Obj]) -> list[str]:
         annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
         scrape_port = annotations.get("prometheus.io/port")
         if scrape_port is not None and container_port(workload, scrape_port) is None:
-            problems.append(
-                f"{ref(workload)} prometheus.io/port {scrape_port!r} is not a container port"
-            )
+            problems.append(f"{ref(workload)} prometheus.io/port {scrape_port!r} is not a container port")
     return problems
 
 
@@ -424,9 +412,7 @@ def check_api_pod(objs: list[Obj]) -> list[str]:
     if ids != [APP_UID] * 3:
         problems.append(f"API pod runAsUser/runAsGroup/fsGroup are {ids}, expected {APP_UID}")
     empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
-    if not any(
-        m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in api.get("volumeMounts", [])
-    ):
+    if not any(m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in api.get("volumeMounts", [])):
         problems.append("API container has no emptyDir at /tmp (its root filesystem is read-only)")
     spread = {
         c["topologyKey"]
@@ -508,15 +494,10 @@ def check_hpa_targets(objs: list[Obj], min_replicas: int = 1) -> list[str]:
                 f"({target.get('apiVersion')}), which is not rendered"
             )
         elif "replicas" in workload["spec"]:
-            problems.append(
-                f"{ref(workload)} sets spec.replicas, which resets the HPA's count on every apply"
-            )
+            problems.append(f"{ref(workload)} sets spec.replicas, which resets the HPA's count on every apply")
         low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
         if not min_replicas <= low <= high:
-            problems.append(
-                f"{ref(hpa)} minReplicas={low} maxReplicas={high}, "
-                f"need {min_replicas} <= min <= max"
-            )
+            problems.append(f"{ref(hpa)} minReplicas={low} maxReplicas={high}, need {min_replicas} <= min <= max")
         if not any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"]["metrics"]):
             problems.append(f"{ref(hpa)} has no CPU metric")
         behavior = hpa["spec"].get("behavior", {})
@@ -534,9 +515,7 @@ def check_pdbs(objs: list[Obj]) -> list[str]:
     for pdb in of_kind(objs, "PodDisruptionBudget"):
         selector = match_labels(pdb["spec"]["selector"])
         matched = [
-            w
-            for w in workloads(objs)
-            if namespace_of(w) == namespace_of(pdb) and selects(selector, pod_labels(w))
+            w for w in workloads(objs) if namespace_of(w) == namespace_of(pdb) and selects(selector, pod_labels(w))
         ]
         if len(matched) != 1:
             problems.append(f"{ref(pdb)} selector {selector} matches {[ref(w) for w in matched]}")
@@ -564,15 +543,9 @@ def check_redis_url(objs: list[Obj]) -> list[str]:
     if svc is None:
         return [f"REDIS_URL host {parts.hostname!r} is not a rendered Service"]
     problems = []
-    redis_pods = [
-        w for w in workloads(objs) if selects(svc["spec"].get("selector", {}), pod_labels(w))
-    ]
-    if not any(
-        c["image"].startswith("redis:") for w in redis_pods for c in pod_spec(w)["containers"]
-    ):
-        problems.append(
-            f"REDIS_URL host {parts.hostname!r} is {ref(svc)}, which selects no Redis pods"
-        )
+    redis_pods = [w for w in workloads(objs) if selects(svc["spec"].get("selector", {}), pod_labels(w))]
+    if not any(c["image"].startswith("redis:") for w in redis_pods for c in pod_spec(w)["containers"]):
+        problems.append(f"REDIS_URL host {parts.hostname!r} is {ref(svc)}, which selects no Redis pods")
     port = parts.port or 6379
     if port not in [p["port"] for p in svc["spec"]["ports"]]:
         problems.append(f"REDIS_URL port {port} is not a port of {ref(svc)}")
@@ -595,9 +568,7 @@ def check_redis_is_a_cache(objs: list[Obj]) -> list[str]:
     if "--maxmemory" not in flags or limit is None:
         problems.append("redis needs both --maxmemory and a memory limit")
     elif redis_bytes(flags["--maxmemory"]) >= 0.9 * quantity_bytes(limit):
-        problems.append(
-            f"redis --maxmemory {flags['--maxmemory']} leaves no headroom under its {limit} limit"
-        )
+        problems.append(f"redis --maxmemory {flags['--maxmemory']} leaves no headroom under its {limit} limit")
     return problems
 
 
@@ -624,8 +595,7 @@ def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
     problems = []
     if grace <= needed:
         problems.append(
-            f"terminationGracePeriodSeconds={grace} does not exceed preStop {pause} s "
-            f"+ drain {APP_DRAIN_SECONDS} s"
+            f"terminationGracePeriodSeconds={grace} does not exceed preStop {pause} s + drain {APP_DRAIN_SECONDS} s"
         )
     if _istio_injected(objs, namespace_of(deployment)):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
@@ -652,9 +622,7 @@ def check_labels(objs: list[Obj]) -> list[str]:
         missing = [k for k in REQUIRED_LABELS if k not in pod_labels(workload)]
         if missing:
             problems.append(f"{ref(workload)} pod template lacks labels {missing}")
-        unstable = set(workload["spec"]["selector"].get("matchLabels", {})) & set(
-            NON_SELECTOR_LABELS
-        )
+        unstable = set(workload["spec"]["selector"].get("matchLabels", {})) & set(NON_SELECTOR_LABELS)
         if unstable:
             problems.append(f"{ref(workload)} selector uses {sorted(unstable)} (immutable field)")
     return problems
@@ -675,13 +643,10 @@ def check_virtual_services(objs: list[Obj]) -> list[str]:
                 port = destination.get("port", {}).get("number")
                 if svc is None:
                     problems.append(
-                        f"{ref(vs)} routes to host {destination['host']!r}, "
-                        "which is not a rendered Service"
+                        f"{ref(vs)} routes to host {destination['host']!r}, which is not a rendered Service"
                     )
                 elif port not in [p["port"] for p in svc["spec"]["ports"]]:
-                    problems.append(
-                        f"{ref(vs)} routes to port {port} of {ref(svc)}, which has no such port"
-                    )
+                    problems.append(f"{ref(vs)} routes to port {port} of {ref(svc)}, which has no such port")
     return problems
 
 
@@ -703,9 +668,7 @@ def check_retries(objs: list[Obj]) -> list[str]:
                 continue
             retry_on = {c.strip() for c in retries.get("retryOn", "").split(",") if c.strip()}
             if retries.get("attempts", 0) > 0 and retry_on != SAFE_RETRY_ON:
-                problems.append(
-                    f"{where} retryOn {sorted(retry_on)}, expected exactly {sorted(SAFE_RETRY_ON)}"
-                )
+                problems.append(f"{where} retryOn {sorted(retry_on)}, expected exactly {sorted(SAFE_RETRY_ON)}")
     return problems
 
 
@@ -714,9 +677,7 @@ def _route_matches(vs: Obj) -> list[Obj]:
 
 
 def _route_serves(matches: list[Obj], path: str) -> bool:
-    return any(
-        m == {} or m.get("exact") == path or path.startswith(m.get("prefix", "\0")) for m in matches
-    )
+    return any(m == {} or m.get("exact") == path or path.startswith(m.get("prefix", "\0")) for m in matches)
 
 
 def check_public_routes(objs: list[Obj]) -> list[str]:
@@ -725,14 +686,8 @@ def check_public_routes(objs: list[Obj]) -> list[str]:
     if not services:
         return ["no VirtualService rendered"]
     matches = [m for vs in services for m in _route_matches(vs)]
-    problems = [
-        f"no route serves {path}" for path in PUBLIC_PATHS if not _route_serves(matches, path)
-    ]
-    problems += [
-        f"the ingress exposes the internal {path}"
-        for path in INTERNAL_PATHS
-        if _route_serves(matches, path)
-    ]
+    problems = [f"no route serves {path}" for path in PUBLIC_PATHS if not _route_serves(matches, path)]
+    problems += [f"the ingress exposes the internal {path}" for path in INTERNAL_PATHS if _route_serves(matches, path)]
     return problems
 
 
@@ -761,9 +716,7 @@ def check_prod_namespace(objs: list[Obj]) -> list[str]:
     if len(namespaces) != 1:
         return [f"expected one Namespace, found {[ref(n) for n in namespaces]}"]
     name = namespaces[0]["metadata"]["name"]
-    problems = (
-        [] if _istio_injected(objs, name) else [f"Namespace/{name} lacks istio-injection: enabled"]
-    )
+    problems = [] if _istio_injected(objs, name) else [f"Namespace/{name} lacks istio-injection: enabled"]
     problems += [
         f"{ref(o)} is in namespace {namespace_of(o)!r}, not {name!r}"
         for o in objs
@@ -789,11 +742,19 @@ def check_dev(objs: list[Obj]) -> list[str]:
     ):
         problems.append(f"dev API image is {api['image']!r} pulled {api.get('imagePullPolicy')}")
     problems += [
-        f"dev renders Istio object {ref(o)}"
-        for o in objs
-        if o["apiVersion"].startswith("networking.istio.io/")
+        f"dev renders Istio object {ref(o)}" for o in objs if o["apiVersion"].startswith("networking.istio.io/")
     ]
     return problems
+
+
+def check_grafana_dashboard(objs: list[Obj]) -> list[str]:
+    """Prod ships the dashboard as one ConfigMap for the Grafana sidecar, the same JSON as in git."""
+    maps = [o for o in of_kind(objs, "ConfigMap") if o["metadata"].get("labels", {}).get(DASHBOARD_LABEL) == "1"]
+    if len(maps) != 1:
+        return [f"expected one ConfigMap labelled {DASHBOARD_LABEL}=1, found {[ref(m) for m in maps]}"]
+    if maps[0].get("data", {}).get(DASHBOARD.name) != DASHBOARD.read_text():
+        return [f"{ref(maps[0])} does not hold {DASHBOARD.relative_to(ROOT)} as {DASHBOARD.name}"]
+    return []
 
 
 COMMON_CHECKS: list[Check] = [
@@ -817,6 +778,7 @@ PROD_CHECKS: list[Check] = [
     check_public_routes,
     check_destination_rules,
     check_prod_namespace,
+    check_grafana_dashboard,
 ]
 
 
@@ -831,9 +793,7 @@ def test_kubernetes_validate_bundles_the_pinned_version() -> None:
 
 @pytest.mark.parametrize("name", RENDERS)
 @pytest.mark.parametrize("check", COMMON_CHECKS, ids=lambda c: c.__name__)
-def test_every_render_keeps_the_common_invariants(
-    rendered: dict[str, list[Obj]], name: str, check: Check
-) -> None:
+def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]], name: str, check: Check) -> None:
     assert check(rendered[name]) == []
 
 
@@ -848,6 +808,7 @@ def test_every_render_keeps_the_common_invariants(
         "public_routes",
         "destination_rules",
         "prod_namespace",
+        "grafana_dashboard",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -868,8 +829,7 @@ def test_every_render_has_the_expected_objects(rendered: dict[str, list[Obj]]) -
     assert core | {"HorizontalPodAutoscaler"} <= kinds["base"]
     assert core | {"Namespace"} <= kinds["overlays/dev"]
     assert (
-        core
-        | {"Namespace", "HorizontalPodAutoscaler", "Gateway", "VirtualService", "DestinationRule"}
+        core | {"Namespace", "HorizontalPodAutoscaler", "Gateway", "VirtualService", "DestinationRule"}
         <= kinds["overlays/prod"]
     )
 
@@ -960,9 +920,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "scrape-port",
         check_probe_ports,
-        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].__setitem__(
-            "prometheus.io/port", "9090"
-        ),
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].__setitem__("prometheus.io/port", "9090"),
         "prometheus.io/port",
     ),
     (
@@ -975,9 +933,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "service-selector",
         check_service_selectors,
-        lambda o: _named(o, "Service")["spec"]["selector"].__setitem__(
-            "app.kubernetes.io/component", "web"
-        ),
+        lambda o: _named(o, "Service")["spec"]["selector"].__setitem__("app.kubernetes.io/component", "web"),
         "expected the pods of Deployment/housing-api",
     ),
     (
@@ -1075,9 +1031,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "vs-host",
         check_virtual_services,
-        lambda o: _route(o)["route"][0]["destination"].__setitem__(
-            "host", "housing-api.default.svc.cluster.local"
-        ),
+        lambda o: _route(o)["route"][0]["destination"].__setitem__("host", "housing-api.default.svc.cluster.local"),
         "not a rendered Service",
     ),
     (
@@ -1113,17 +1067,13 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "init-container-root",
         check_container_security,
-        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].__setitem__(
-            "runAsUser", 0
-        ),
+        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].__setitem__("runAsUser", 0),
         "initContainer wait-for-redis: runAsUser is 0",
     ),
     (
         "init-container-escalation",
         check_container_security,
-        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].pop(
-            "allowPrivilegeEscalation"
-        ),
+        lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
         "allowPrivilegeEscalation",
     ),
     (
@@ -1153,9 +1103,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "sidecar-drains-5s",
         check_graceful_shutdown,
-        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].pop(
-            "proxy.istio.io/config"
-        ),
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].pop("proxy.istio.io/config"),
         "Istio sidecar drains for 5 s",
     ),
     (
@@ -1191,9 +1139,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "selector-uses-version",
         check_labels,
-        lambda o: _api(o)["spec"]["selector"]["matchLabels"].__setitem__(
-            "app.kubernetes.io/version", "0.1.0"
-        ),
+        lambda o: _api(o)["spec"]["selector"]["matchLabels"].__setitem__("app.kubernetes.io/version", "0.1.0"),
         "immutable",
     ),
     (
@@ -1207,6 +1153,18 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_prod_namespace,
         lambda o: _named(o, "Service")["metadata"].__setitem__("namespace", "default"),
         "Service/housing-api is in namespace 'default'",
+    ),
+    (
+        "dashboard-unlabelled",
+        check_grafana_dashboard,
+        lambda o: _named(o, "ConfigMap", "housing-api-grafana-dashboard")["metadata"]["labels"].pop(DASHBOARD_LABEL),
+        "expected one ConfigMap labelled grafana_dashboard=1",
+    ),
+    (
+        "dashboard-stale",
+        check_grafana_dashboard,
+        lambda o: _named(o, "ConfigMap", "housing-api-grafana-dashboard")["data"].__setitem__("housing-api.json", "{}"),
+        "does not hold grafana/dashboards/housing-api.json",
     ),
     (
         "schema-bad-type",
@@ -1240,9 +1198,7 @@ def test_every_mutation_starts_from_a_clean_render(prod: list[Obj]) -> None:
         assert check(prod) == [], check.__name__
 
 
-@pytest.mark.parametrize(
-    ("check", "mutate", "expected"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS]
-)
+@pytest.mark.parametrize(("check", "mutate", "expected"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS])
 def test_check_reports_the_broken_invariant(
     prod: list[Obj], check: Check, mutate: Callable[[list[Obj]], None], expected: str
 ) -> None:

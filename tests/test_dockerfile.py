@@ -96,9 +96,7 @@ def check_builder(stages: list[Stage]) -> list[str]:
     if not re.search(r"apt-get install[^&]*\bgcc\b[^&]*\blibc6-dev\b", runs):
         problems.append("builder does not apt-get install gcc libc6-dev")
     uv_images = [copy_sources(v)[0] for v in builder.values("COPY") if "/uv" in v]
-    if not (
-        any(PINNED_UV.match(i or "") for i in uv_images) or re.search(r"pip install[^&]*uv==", runs)
-    ):
+    if not (any(PINNED_UV.match(i or "") for i in uv_images) or re.search(r"pip install[^&]*uv==", runs)):
         problems.append(f"builder gets uv from {uv_images or 'nowhere'}, not a pinned version")
     final_sync = [r for r in builder.values("RUN") if "uv sync" in r][-1:] or [""]
     for flag in ("--frozen", "--no-dev", "--no-editable"):
@@ -334,9 +332,7 @@ def ignore_patterns() -> list[str]:
         "model/model.json",
     ],
 )
-def test_build_context_holds_what_the_dockerfile_copies(
-    ignore_patterns: list[str], path: str
-) -> None:
+def test_build_context_holds_what_the_dockerfile_copies(ignore_patterns: list[str], path: str) -> None:
     assert not dockerignore_excludes(ignore_patterns, path)
 
 
@@ -358,9 +354,7 @@ def test_build_context_leaves_out_local_state(ignore_patterns: list[str], path: 
     assert dockerignore_excludes(ignore_patterns, path)
 
 
-def test_every_dockerfile_copy_source_is_in_the_context(
-    dockerfile: str, ignore_patterns: list[str]
-) -> None:
+def test_every_dockerfile_copy_source_is_in_the_context(dockerfile: str, ignore_patterns: list[str]) -> None:
     for stage in parse_stages(dockerfile):
         for value in stage.values("COPY"):
             source_stage, sources, _ = copy_sources(value)

@@ -92,6 +92,9 @@ class Resolver:
         self._mem_hit = metrics.cache_lookups.labels("memory", "hit")
         self._mem_miss = metrics.cache_lookups.labels("memory", "miss")
         self._served = {s: metrics.rows_served.labels(s) for s in ("memory", "redis", "model")}
+        metrics.watch_queues(
+            {"redis": self._lookup_q.__len__, "model": self._model_q.__len__, "redis_write": self._write_q.__len__}
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -185,9 +188,7 @@ class Resolver:
             await self._lookup_ready.wait()
             self._lookup_ready.clear()
             while self._lookup_q:
-                self.metrics.queue_rows.labels("redis").set(len(self._lookup_q))
                 await self._lookup(self._take(self._lookup_q))
-            self.metrics.queue_rows.labels("redis").set(0)
 
     async def _lookup(self, batch: list[_Pending]) -> None:
         assert self.redis is not None
@@ -217,9 +218,7 @@ class Resolver:
             while self._model_q:
                 if self.batch_max_wait_s and len(self._model_q) < self.batch_max_rows:
                     await asyncio.sleep(self.batch_max_wait_s)
-                self.metrics.queue_rows.labels("model").set(len(self._model_q))
                 await self._run_model(self._take(self._model_q))
-            self.metrics.queue_rows.labels("model").set(0)
 
     async def _run_model(self, batch: list[_Pending]) -> None:
         X = np.array([p.row for p in batch], dtype=np.float64)
