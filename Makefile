@@ -93,3 +93,9 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 	@mkdir -p build
 	$(UV) export --frozen --format requirements-txt --no-emit-project > build/requirements.lock.txt
 	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r build/requirements.lock.txt
+
+# --- observability (README, "Observability") ---------------------------------------------------
+.PHONY: dashboard-png
+
+dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
+	$(PY) scripts/dashboard_png.py --out docs/dashboard.png

@@ -62,6 +62,8 @@ NON_SELECTOR_LABELS = (
     "app.kubernetes.io/managed-by",
 )
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
+DASHBOARD_LABEL = "grafana_dashboard"  # what the Grafana Helm chart's sidecar looks for
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]
@@ -745,6 +747,16 @@ def check_dev(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def check_grafana_dashboard(objs: list[Obj]) -> list[str]:
+    """Prod ships the dashboard as one ConfigMap for the Grafana sidecar, the same JSON as in git."""
+    maps = [o for o in of_kind(objs, "ConfigMap") if o["metadata"].get("labels", {}).get(DASHBOARD_LABEL) == "1"]
+    if len(maps) != 1:
+        return [f"expected one ConfigMap labelled {DASHBOARD_LABEL}=1, found {[ref(m) for m in maps]}"]
+    if maps[0].get("data", {}).get(DASHBOARD.name) != DASHBOARD.read_text():
+        return [f"{ref(maps[0])} does not hold {DASHBOARD.relative_to(ROOT)} as {DASHBOARD.name}"]
+    return []
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -766,6 +778,7 @@ PROD_CHECKS: list[Check] = [
     check_public_routes,
     check_destination_rules,
     check_prod_namespace,
+    check_grafana_dashboard,
 ]
 
 
@@ -795,6 +808,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "public_routes",
         "destination_rules",
         "prod_namespace",
+        "grafana_dashboard",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1139,6 +1153,18 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_prod_namespace,
         lambda o: _named(o, "Service")["metadata"].__setitem__("namespace", "default"),
         "Service/housing-api is in namespace 'default'",
+    ),
+    (
+        "dashboard-unlabelled",
+        check_grafana_dashboard,
+        lambda o: _named(o, "ConfigMap", "housing-api-grafana-dashboard")["metadata"]["labels"].pop(DASHBOARD_LABEL),
+        "expected one ConfigMap labelled grafana_dashboard=1",
+    ),
+    (
+        "dashboard-stale",
+        check_grafana_dashboard,
+        lambda o: _named(o, "ConfigMap", "housing-api-grafana-dashboard")["data"].__setitem__("housing-api.json", "{}"),
+        "does not hold grafana/dashboards/housing-api.json",
     ),
     (
         "schema-bad-type",

@@ -157,9 +157,7 @@ def test_unfitted_estimator_is_not_covered() -> None:
     assert compile_predictor(HistGradientBoostingRegressor()) is None
 
 
-def test_missing_extension_means_no_fast_path(
-    model: Model, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_extension_means_no_fast_path(model: Model, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "_fastpath", None)
     assert compile_predictor(model.estimator) is None
 

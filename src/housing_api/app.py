@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator
 
 from housing_api import FEATURES, __version__
 from housing_api.api import build_router, install_error_handlers
@@ -18,8 +17,9 @@ from housing_api.batching import Resolver
 from housing_api.cache import MemoryTier, RedisTier
 from housing_api.config import Settings
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
+from housing_api.http_metrics import instrument
 from housing_api.keys import Row, key_namespace
-from housing_api.metrics import LATENCY_BUCKETS, ServiceMetrics
+from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(build_router(validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    _instrument(app, registry)
+    instrument(app, registry)
     return app
 
 
@@ -104,18 +104,3 @@ async def _start(
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)
     return service, redis
-
-
-def _instrument(app: FastAPI, registry: CollectorRegistry) -> None:
-    Instrumentator(
-        should_group_status_codes=True,
-        should_ignore_untemplated=False,
-        should_group_untemplated=True,
-        # Its in-progress gauge ignores `registry` and lands in the global one (two apps in one
-        # process then collide); housing_api_inflight_requests counts requests in flight instead.
-        should_instrument_requests_inprogress=False,
-        excluded_handlers=["/metrics"],
-        registry=registry,
-    ).instrument(app, latency_lowr_buckets=LATENCY_BUCKETS, latency_highr_buckets=LATENCY_BUCKETS).expose(
-        app, include_in_schema=False
-    )

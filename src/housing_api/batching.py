@@ -11,12 +11,11 @@ one model call becomes the next (bigger) batch. Identical rows in flight are com
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -94,6 +93,9 @@ class Resolver:
         self._mem_hit = metrics.cache_lookups.labels("memory", "hit")
         self._mem_miss = metrics.cache_lookups.labels("memory", "miss")
         self._served = {s: metrics.rows_served.labels(s) for s in ("memory", "redis", "model")}
+        metrics.watch_queues(
+            {"redis": self._lookup_q.__len__, "model": self._model_q.__len__, "redis_write": self._write_q.__len__}
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,11 +108,15 @@ class Resolver:
         deadline = time.monotonic() + timeout_s
         while (self._inflight or self._write_q) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        for task in self._tasks:
+        # Wake the workers so they see _closing and return; cancelling them is the fallback only,
+        # because redis-py can swallow a cancellation that lands inside a pipeline.
+        for event in (self._lookup_ready, self._model_ready, self._write_ready):
+            event.set()
+        _, pending = await asyncio.wait(self._tasks, timeout=2.0)
+        for task in pending:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
         self._executor.shutdown(wait=True)
 
     @property
@@ -210,15 +216,18 @@ class Resolver:
     def _take(self, queue: deque[_Pending]) -> list[_Pending]:
         return [queue.popleft() for _ in range(min(len(queue), self.batch_max_rows))]
 
+    async def _woken(self, ready: asyncio.Event, queue: deque[Any]) -> bool:
+        """Wait for work; False once the resolver is closing and this worker's queue is empty."""
+        if not queue:
+            await ready.wait()
+        ready.clear()
+        return bool(queue) or not self._closing
+
     async def _lookup_worker(self) -> None:
         assert self.redis is not None or not self._lookup_q
-        while True:
-            await self._lookup_ready.wait()
-            self._lookup_ready.clear()
+        while await self._woken(self._lookup_ready, self._lookup_q):
             while self._lookup_q:
-                self.metrics.queue_rows.labels("redis").set(len(self._lookup_q))
                 await self._lookup(self._take(self._lookup_q))
-            self.metrics.queue_rows.labels("redis").set(0)
 
     async def _lookup(self, batch: list[_Pending]) -> None:
         assert self.redis is not None
@@ -242,15 +251,11 @@ class Resolver:
             self._model_ready.set()
 
     async def _model_worker(self) -> None:
-        while True:
-            await self._model_ready.wait()
-            self._model_ready.clear()
+        while await self._woken(self._model_ready, self._model_q):
             while self._model_q:
                 if self.batch_max_wait_s and len(self._model_q) < self.batch_max_rows:
                     await asyncio.sleep(self.batch_max_wait_s)
-                self.metrics.queue_rows.labels("model").set(len(self._model_q))
                 await self._run_model(self._take(self._model_q))
-            self.metrics.queue_rows.labels("model").set(0)
 
     async def _run_model(self, batch: list[_Pending]) -> None:
         X = np.array([p.row for p in batch], dtype=np.float64)
@@ -283,9 +288,7 @@ class Resolver:
             self._write_ready.set()
 
     async def _write_worker(self) -> None:
-        while True:
-            await self._write_ready.wait()
-            self._write_ready.clear()
+        while await self._woken(self._write_ready, self._write_q):
             while self._write_q and self.redis is not None:
                 n = min(len(self._write_q), self.batch_max_rows)
                 await self.redis.set_many([self._write_q.popleft() for _ in range(n)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -38,7 +39,20 @@ def _clean_exit_server_class(drain_s: float) -> type:
     return CleanExitServer
 
 
+# prometheus_client switches to multiprocess files when either is set at import time, and the
+# instrumentator's /metrics then reads only that directory: the app's own registry would vanish.
+MULTIPROC_VARS = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def _single_process_metrics() -> None:
+    """One worker per process (scale with replicas): /metrics is this process's registry."""
+    for name in MULTIPROC_VARS:
+        if os.environ.pop(name, None) is not None:
+            print(f"housing-api: ignoring {name}: one worker per process, no multiprocess metrics", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _single_process_metrics()
     import uvicorn
 
     from housing_api.app import create_app

@@ -132,10 +132,12 @@ def stable_etag(func: Endpoint) -> Endpoint:
             _current.reset(token)
         body = orjson.dumps(result)
         etag = etag_for(body)
+        cache_status = response.headers.get("X-FastAPI-Cache")
+        request.app.state.metrics.count_http_tier(cache_status)
         headers = {
             "ETag": etag,
             "Cache-Control": "public, " + response.headers.get("Cache-Control", "max-age=0"),
-            "X-Cache": response.headers.get("X-FastAPI-Cache", "MISS"),
+            "X-Cache": cache_status or "MISS",
         }
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)

@@ -1,7 +1,14 @@
 """Every service metric, created against a registry that is passed in (never the global one),
-so two apps in one test process do not collide."""
+so two apps in one test process do not collide.
+
+One uvicorn worker per process (and per pod) is the design: every value lives in this process,
+so /metrics is exact without prometheus_client's multiprocess mode, and the queue gauges can be
+read at scrape time (multiprocess mode supports neither callback gauges nor per-app registries).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -11,19 +18,34 @@ from housing_api import __version__
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+# A one-row call on the compiled path takes microseconds; a 1024-row call on a throttled CPU, or
+# the first call after start-up, can take most of a second.
 INFERENCE_BUCKETS: tuple[float, ...] = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
+TIERS: dict[str, tuple[str, ...]] = {
+    "memory": ("hit", "miss", "error"),
+    "redis": ("hit", "miss", "error"),
+    # Whole GET /predict responses (fastapi-cache2); a miss goes on to the row tiers.
+    "http": ("hit", "miss"),
+}
+SOURCES = ("http", "memory", "redis", "model")
+QUEUE_STAGES = ("redis", "model", "redis_write")
+REDIS_OPS = ("ping", "get", "set")
+REJECT_REASONS = ("inflight_full", "queue_full")
+
 
 class ServiceMetrics:
-    """The housing_api_* metrics."""
+    """The housing_api_* metrics. Every label value is created up front, so each series exists
+    (at 0) from the first scrape and rate() and ratios work before the first event."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.cache_lookups = Counter(
-            "housing_api_cache_lookups", "Row lookups by cache tier and outcome.",
+            "housing_api_cache_lookups", "Cache lookups by tier and outcome (rows; whole responses for http).",
             ["tier", "outcome"], registry=registry,
         )  # fmt: skip
         self.rows_served = Counter(
@@ -41,7 +63,10 @@ class ServiceMetrics:
         self.redis_errors = Counter(
             "housing_api_redis_errors", "Failed Redis calls, by operation.", ["op"], registry=registry
         )
-        self.queue_rows = Gauge("housing_api_queue_rows", "Rows waiting, by stage.", ["stage"], registry=registry)
+        self.queue_rows = Gauge(
+            "housing_api_queue_rows", "Rows waiting right now, by stage (read when scraped).",
+            ["stage"], registry=registry,
+        )  # fmt: skip
         self.inflight = Gauge(
             "housing_api_inflight_requests", "Prediction requests admitted and not yet answered.",
             registry=registry,
@@ -60,10 +85,31 @@ class ServiceMetrics:
         )  # fmt: skip
         self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
         self.build_info.info({"version": __version__})
-        for tier in ("memory", "redis"):
-            for outcome in ("hit", "miss", "error"):
+        self._create_series()
+
+    def _create_series(self) -> None:
+        for tier, outcomes in TIERS.items():
+            for outcome in outcomes:
                 self.cache_lookups.labels(tier, outcome)
-        for source in ("memory", "redis", "model"):
+        for source in SOURCES:
             self.rows_served.labels(source)
-        for stage in ("redis", "model"):
+        for stage in QUEUE_STAGES:
             self.queue_rows.labels(stage)
+        for op in REDIS_OPS:
+            self.redis_errors.labels(op)
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def watch_queues(self, depths: Mapping[str, Callable[[], float]]) -> None:
+        """Read each queue's depth when scraped: a value set by a worker loop is stale as soon as
+        rows arrive during an await, and stays stale while the worker is idle."""
+        for stage, depth in depths.items():
+            self.queue_rows.labels(stage).set_function(depth)
+
+    def count_http_tier(self, cache_status: str | None) -> None:
+        """Account for one GET /predict: a response-cache hit serves its row without the row tiers."""
+        if cache_status == "HIT":
+            self.cache_lookups.labels("http", "hit").inc()
+            self.rows_served.labels("http").inc()
+        elif cache_status == "MISS":
+            self.cache_lookups.labels("http", "miss").inc()

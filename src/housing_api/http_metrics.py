@@ -1,0 +1,102 @@
+"""HTTP metrics: prometheus-fastapi-instrumentator's, plus requests in progress on our registry.
+
+The instrumentator's own in-progress gauge ignores its `registry` argument and registers on the
+process-wide one, so a second app in the same process (every test module) fails with
+"Duplicated timeseries". InProgress counts the same thing, under the name and labels that gauge
+would have had, on the app's registry.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.routing import get_route_name
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from housing_api.metrics import LATENCY_BUCKETS
+
+METRICS_PATH = "/metrics"
+# Route templates resolved per (root path, path, method); bounded so that a scan of random
+# paths cannot grow it (past the bound, a path is resolved on every request instead).
+_MEMO_SIZE = 1024
+
+
+class _Count:
+    """Requests in progress on one (handler, method): a plain int, changed only on the event loop
+    and read by the gauge when scraped, so a request costs no lock (Gauge.inc/dec take one each)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> float:
+        return self.n
+
+
+class InProgress:
+    """Pure ASGI middleware: http_requests_inprogress{handler, method}.
+
+    Pure ASGI rather than BaseHTTPMiddleware, which adds a task and a stream per request; this
+    costs a dict lookup and two integer updates.
+    """
+
+    def __init__(self, app: ASGIApp, gauge: Gauge, excluded: frozenset[str] = frozenset({METRICS_PATH})) -> None:
+        self.app = app
+        self.gauge = gauge
+        self.excluded = excluded
+        self._by_path: dict[tuple[str, str, str], _Count | None] = {}
+        self._by_route: dict[tuple[str, str], _Count] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        count = self._count(scope) if scope["type"] == "http" else None
+        if count is None:
+            await self.app(scope, receive, send)
+            return
+        count.n += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            count.n -= 1
+
+    def _count(self, scope: Scope) -> _Count | None:
+        key = (scope.get("root_path", ""), scope["path"], scope["method"])
+        try:
+            return self._by_path[key]
+        except KeyError:
+            pass
+        # The instrumentator's own resolution, so the labels match http_requests_total's;
+        # a path no route serves is "none", as there.
+        handler = get_route_name(HTTPConnection(scope), should_include_root_path=False) or "none"
+        count = None if handler in self.excluded else self._route_count(handler, scope["method"])
+        if len(self._by_path) < _MEMO_SIZE:
+            self._by_path[key] = count
+        return count
+
+    def _route_count(self, handler: str, method: str) -> _Count:
+        count = self._by_route.get((handler, method))
+        if count is None:
+            count = self._by_route[(handler, method)] = _Count()
+            self.gauge.labels(handler, method).set_function(count)
+        return count
+
+
+def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
+    """http_* metrics on `registry`, labelled by route template, method and status class."""
+    Instrumentator(
+        should_group_status_codes=True,
+        should_ignore_untemplated=False,
+        should_group_untemplated=True,
+        should_instrument_requests_inprogress=False,  # see the module docstring
+        excluded_handlers=[f"^{METRICS_PATH}$"],
+        registry=registry,
+    ).instrument(app, latency_lowr_buckets=LATENCY_BUCKETS, latency_highr_buckets=LATENCY_BUCKETS).expose(
+        app, endpoint=METRICS_PATH, include_in_schema=False
+    )
+    gauge = Gauge(
+        "http_requests_inprogress", "HTTP requests being served, by route template and method.",
+        ["handler", "method"], registry=registry,
+    )  # fmt: skip
+    app.add_middleware(InProgress, gauge=gauge)

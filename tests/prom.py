@@ -1,0 +1,262 @@
+"""Prometheus and the Grafana dashboard, for the tests and for `make dashboard-png`.
+
+- The dashboard's queries: every panel, every PromQL expression, the metric names it reads, and
+  the one list of metrics that only exist on Kubernetes (kube-state-metrics and cAdvisor).
+- The metrics the service exports, by name and labels (the README's metrics table lists them).
+- A real Prometheus child process (Debian's `prometheus` package), installed when missing and
+  possible, scraping the service on loopback every second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import free_port
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
+PROMETHEUS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
+JOB = "housing-api"
+
+# The one place that says which series only a Kubernetes cluster has: an expression reading any
+# of them must parse, but cannot return data from a service scraped on loopback.
+K8S_ONLY_METRICS = frozenset(
+    {
+        "kube_deployment_status_replicas",  # kube-state-metrics
+        "kube_horizontalpodautoscaler_status_desired_replicas",
+        "kube_horizontalpodautoscaler_status_current_replicas",
+        "container_cpu_usage_seconds_total",  # cAdvisor (the kubelet)
+        "container_memory_working_set_bytes",
+    }
+)
+
+# Every metric on /metrics: name as PromQL sees it (histograms and summaries by their base name)
+# -> (type, labels). Renaming or dropping one, or changing its labels, must fail a test.
+EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
+    "http_requests_total": ("counter", frozenset({"handler", "method", "status"})),
+    "http_request_duration_seconds": ("histogram", frozenset({"handler", "method"})),
+    "http_request_duration_highr_seconds": ("histogram", frozenset()),
+    "http_request_size_bytes": ("summary", frozenset({"handler"})),
+    "http_response_size_bytes": ("summary", frozenset({"handler"})),
+    "http_requests_inprogress": ("gauge", frozenset({"handler", "method"})),
+    "housing_api_cache_lookups_total": ("counter", frozenset({"tier", "outcome"})),
+    "housing_api_rows_served_total": ("counter", frozenset({"source"})),
+    "housing_api_model_inference_seconds": ("histogram", frozenset()),
+    "housing_api_model_batch_rows": ("histogram", frozenset()),
+    "housing_api_redis_errors_total": ("counter", frozenset({"op"})),
+    "housing_api_queue_rows": ("gauge", frozenset({"stage"})),
+    "housing_api_inflight_requests": ("gauge", frozenset()),
+    "housing_api_rejected_requests_total": ("counter", frozenset({"reason"})),
+    "housing_api_redis_up": ("gauge", frozenset()),
+    "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
+    "housing_api_build_info": ("gauge", frozenset({"version"})),
+}
+
+
+def exported_series() -> dict[str, frozenset[str]]:
+    """EXPORTED_METRICS as the series names PromQL reads, with their labels."""
+    series: dict[str, frozenset[str]] = {}
+    for name, (kind, labels) in EXPORTED_METRICS.items():
+        if kind == "histogram":
+            series[name + "_bucket"] = labels | {"le"}
+        if kind in ("histogram", "summary"):
+            series[name + "_count"] = series[name + "_sum"] = labels
+        else:
+            series[name] = labels
+    return series
+
+
+def scraped(text: str) -> dict[str, set[str]]:
+    """Series name -> label names in a /metrics page, as Prometheus stores them (no *_created)."""
+    series: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                series.setdefault(sample.name, set()).update(sample.labels)
+    return series
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+
+
+def load_dashboard(path: Path = DASHBOARD) -> dict[str, Any]:
+    dashboard: dict[str, Any] = json.loads(path.read_text())
+    return dashboard
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel that shows data (rows are layout), including those inside collapsed rows."""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panels({"panels": panel.get("panels", [])})
+        else:
+            yield panel
+
+
+def queries(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) for every query of every panel."""
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+# What the test's Prometheus substitutes for Grafana's variables: all jobs and namespaces (a
+# series without a namespace label matches ".*"), and a rate window of a few 1 s scrapes.
+TEST_VARIABLES = {"__rate_interval": "15s", "job": ".+", "namespace": ".*"}
+
+
+def render(expr: str, variables: dict[str, str] = TEST_VARIABLES) -> str:
+    """Substitute $name and ${name}; an unknown variable is left as is, so Prometheus rejects it."""
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: variables.get(m[1], m[0]), expr)
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\]]*\]")
+_OFFSETS = re.compile(r"\boffset\s+-?\w+")
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_NUMBERS = re.compile(r"(?<![\w:])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_NAMES = re.compile(r"[A-Za-z_:][\w:]*")
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", "inf", "nan"})
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads: identifiers that are not functions, keywords,
+    label names (in matchers and grouping clauses), strings, durations or numbers."""
+    text = _STRINGS.sub('""', expr)
+    text = _MATCHERS.sub(" ", text)
+    text = _RANGES.sub(" ", text)
+    text = _OFFSETS.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    text = _NUMBERS.sub(" ", text)
+    names = set()
+    for match in _NAMES.finditer(text):
+        is_call = text[match.end() :].lstrip().startswith("(")
+        if not is_call and match[0].lower() not in _KEYWORDS:
+            names.add(match[0])
+    return names
+
+
+def is_k8s_only(expr: str) -> bool:
+    return bool(metric_names(expr) & K8S_ONLY_METRICS)
+
+
+# --- Prometheus ----------------------------------------------------------------------------------
+
+
+class PrometheusUnavailable(Exception):
+    """No prometheus binary, and it cannot be installed here."""
+
+
+def prometheus_binary(install: bool = True, timeout_s: float = 300) -> str:
+    """The prometheus binary; as root with apt-get, install Debian's package when missing."""
+    found = shutil.which("prometheus")
+    if found is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(
+            ["sh", "-c", PROMETHEUS_INSTALL.replace("apt-get install", "apt-get -qq install")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout_s, check=False,
+        )  # fmt: skip
+        found = shutil.which("prometheus")
+    if found is None:
+        raise PrometheusUnavailable(f"prometheus is not installed; install it with: {PROMETHEUS_INSTALL}")
+    return found
+
+
+class Prometheus:
+    """A Prometheus child process on a free loopback port, scraping `targets` every second."""
+
+    def __init__(self, binary: str, workdir: Path, targets: list[str], job: str = JOB) -> None:
+        self.binary = binary
+        self.dir = workdir
+        self.targets = targets
+        self.job = job
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def config(self) -> str:
+        return json.dumps(  # JSON is YAML
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
+            }
+        )
+
+    def start(self, timeout_s: float = 30) -> Prometheus:
+        config = self.dir / "prometheus.yml"
+        config.write_text(self.config())
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=(self.dir / "prometheus.log").open("wb"),
+        )  # fmt: skip
+        if not self._wait(lambda: httpx.get(self.url + "/-/ready", timeout=1).status_code == 200, timeout_s):
+            self.stop()
+            raise RuntimeError(f"prometheus did not start: {(self.dir / 'prometheus.log').read_text()[-2000:]}")
+        return self
+
+    def wait_for_targets(self, timeout_s: float = 60) -> bool:
+        """Until every target has been scraped successfully (the first scrape of a new target
+        comes up to 5 s after start: Prometheus applies target changes on a 5 s tick)."""
+        return self.wait_for_value(f'count(up{{job="{self.job}"}} == 1)', len(self.targets), timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+    def _wait(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return True
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        return False
+
+    def api(self, path: str, **params: Any) -> dict[str, Any]:
+        """GET /api/v1/<path>; the whole JSON answer (status, data or errorType and error)."""
+        answer: dict[str, Any] = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10).json()
+        return answer
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query at now: the result vector. Raises ValueError when Prometheus rejects it."""
+        answer = self.api("query", query=expr)
+        if answer["status"] != "success":
+            raise ValueError(f"{answer.get('errorType')}: {answer.get('error')} in {expr}")
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        answer = self.api("query_range", query=expr, start=start, end=end, step=step)
+        if answer["status"] != "success":
+            raise ValueError(f"{answer.get('errorType')}: {answer.get('error')} in {expr}")
+        result: list[dict[str, Any]] = answer["data"]["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        """The single value of an expression, or None when it returns nothing."""
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_for_value(self, expr: str, expected: float, timeout_s: float = 20) -> bool:
+        """Until the scrapes have caught up: `expr` evaluates to `expected`."""
+        return self._wait(lambda: self.value(expr) == expected, timeout_s)

@@ -1,0 +1,161 @@
+"""What /metrics exports, and that it reads true: in-process, no Prometheus needed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import httpx
+import pytest
+from conftest import app_client, make_settings, run, running_app
+from prom import exported_series, scraped
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from housing_api import cli
+from housing_api.app import create_app
+from housing_api.http_metrics import InProgress
+from housing_api.schemas import SAMPLE_BATCH
+
+
+def test_the_service_exports_exactly_the_documented_metrics() -> None:
+    with app_client() as c:
+        c.post("/predict", json=SAMPLE_BATCH)
+        c.post("/predict", json=[{**SAMPLE_BATCH[0], "MedInc": -1}])
+        c.get("/predict", params=SAMPLE_BATCH[0])
+        exported = scraped(c.get("/metrics").text)
+    assert exported == {name: set(labels) for name, labels in exported_series().items()}
+
+
+def test_every_label_value_exists_before_the_first_event() -> None:
+    with app_client() as c:
+        series = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
+    values = {(s.name, tuple(sorted(s.labels.items()))) for s in series}
+    for tier, outcome in [("memory", "hit"), ("redis", "error"), ("http", "miss")]:
+        assert ("housing_api_cache_lookups_total", (("outcome", outcome), ("tier", tier))) in values
+    for op in ("ping", "get", "set"):
+        assert ("housing_api_redis_errors_total", (("op", op),)) in values
+    for reason in ("inflight_full", "queue_full"):
+        assert ("housing_api_rejected_requests_total", (("reason", reason),)) in values
+
+
+def test_queue_depth_is_read_when_scraped() -> None:
+    async def scenario() -> tuple[float | None, float | None]:
+        app = create_app(make_settings())
+        async with running_app(app):
+            resolver = app.state.service.resolver
+            registry = app.state.metrics.registry
+            # Rows queued without waking the worker: the depth a scrape sees while the model is busy.
+            resolver._model_q.extend([object()] * 7)
+            during = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
+            resolver._model_q.clear()
+            after = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
+        return during, after
+
+    assert run(scenario()) == (7, 0)
+
+
+def test_requests_in_flight_are_read_when_scraped() -> None:
+    async def scenario() -> tuple[float | None, float | None]:
+        app = create_app(make_settings())
+        async with running_app(app):
+            value = app.state.metrics.registry.get_sample_value
+            async with app.state.service.admitted(), app.state.service.admitted():
+                during = value("housing_api_inflight_requests")
+            after = value("housing_api_inflight_requests")
+        return during, after
+
+    assert run(scenario()) == (2, 0)
+
+
+def test_get_predict_counts_the_response_cache_as_the_http_tier() -> None:
+    with app_client() as c:
+        assert c.get("/predict", params=SAMPLE_BATCH[0]).headers["X-Cache"] == "MISS"
+        assert c.get("/predict", params=SAMPLE_BATCH[0]).headers["X-Cache"] == "HIT"
+        registry = c.app.state.metrics.registry  # type: ignore[attr-defined]
+    value = registry.get_sample_value
+    assert value("housing_api_cache_lookups_total", {"tier": "http", "outcome": "hit"}) == 1
+    assert value("housing_api_cache_lookups_total", {"tier": "http", "outcome": "miss"}) == 1
+    assert value("housing_api_rows_served_total", {"source": "http"}) == 1
+    assert value("housing_api_rows_served_total", {"source": "model"}) == 1  # the miss, not counted twice
+
+
+def _blocking_app(release: asyncio.Event, gauge: Gauge) -> Starlette:
+    async def slow(request: Request) -> PlainTextResponse:
+        await release.wait()
+        return PlainTextResponse("done")
+
+    async def metrics(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    routes = [Route("/items/{item}", slow), Route("/metrics", metrics)]
+    return Starlette(routes=routes, middleware=[Middleware(InProgress, gauge=gauge)])
+
+
+def _in_progress(app: Starlette) -> InProgress:
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, InProgress):
+        layer = layer.app
+    return layer
+
+
+ITEMS = {"handler": "/items/{item}", "method": "GET"}
+
+
+def test_requests_in_progress_are_counted_by_route_template_and_method() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)
+
+    async def scenario() -> tuple[float | None, float | None]:
+        release = asyncio.Event()
+        transport = httpx.ASGITransport(app=_blocking_app(release, gauge))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            pending = [asyncio.create_task(c.get(f"/items/{i}")) for i in range(3)]
+            await asyncio.sleep(0.05)
+            during = registry.get_sample_value("http_requests_inprogress", ITEMS)
+            release.set()
+            await asyncio.gather(*pending)
+            await c.get("/metrics")
+            await c.get("/nowhere")
+        after = registry.get_sample_value("http_requests_inprogress", ITEMS)
+        return during, after
+
+    assert run(scenario()) == (3, 0)
+    handlers = {s.labels["handler"] for f in registry.collect() for s in f.samples}
+    assert handlers == {"/items/{item}", "none"}  # /metrics itself is not counted
+
+
+def test_the_in_progress_memo_is_bounded() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)
+    release = asyncio.Event()
+    release.set()
+    app = _blocking_app(release, gauge)
+    with TestClient(app) as c:
+        for i in range(1100):
+            c.get(f"/random-{i}")
+    assert len(_in_progress(app)._by_path) == 1024
+
+
+def test_serve_runs_one_worker_per_process(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    usage = capsys.readouterr().out
+    assert "--port" in usage
+    assert "--workers" not in usage
+
+
+def test_serve_ignores_a_leftover_multiprocess_directory(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/left-over")
+    cli._single_process_metrics()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert "ignoring PROMETHEUS_MULTIPROC_DIR" in capsys.readouterr().err
