@@ -4,7 +4,7 @@
 //              repeats the pool with probability 0.5)
 //   BATCH_SIZE rows per request (default 1)
 //   EXECUTOR   vus (closed loop, VUS connections) | rate (open loop, RATE requests/s)
-//   VUS, RATE, DURATION, POOL (warmed rows, default 64), SEED (keeps fresh rows of runs apart)
+//   VUS, RATE, MAX_VUS (arrival-rate executor), DURATION, POOL (warmed rows, default 64), SEED (keeps fresh rows of runs apart)
 //   SUMMARY    where to write the JSON summary
 import http from 'k6/http';
 import exec from 'k6/execution';
@@ -24,7 +24,7 @@ export const options = {
   scenarios: {
     bench: __ENV.EXECUTOR === 'rate'
       ? { executor: 'constant-arrival-rate', rate: parseInt(__ENV.RATE || '2000', 10), timeUnit: '1s',
-          duration: DURATION, preAllocatedVUs: 64, maxVUs: 400 }
+          duration: DURATION, preAllocatedVUs: 64, maxVUs: parseInt(__ENV.MAX_VUS || '400', 10) }
       : { executor: 'constant-vus', vus: parseInt(__ENV.VUS || '32', 10), duration: DURATION },
   },
 };
