@@ -87,8 +87,13 @@ def test_redis_stopped_mid_run_loses_nothing_and_recovers(tmp_path: Path) -> Non
     finally:
         server.stop()
         redis.stop()
-    report = {"requests": summary["http_reqs"]["values"]["count"], "failed_rate": summary["http_req_failed"]["values"]["rate"],
-              "outage_requests": len(during), "outage_p99_ms": p99(during), "redis_hits_resumed_after_s": resumed_after}  # fmt: skip
+    report = {
+        "requests": summary["http_reqs"]["values"]["count"],
+        "failed_rate": summary["http_req_failed"]["values"]["rate"],
+        "outage_requests": len(during),
+        "outage_p99_ms": p99(during),
+        "redis_hits_resumed_after_s": resumed_after,
+    }
     (tmp_path / "outage.json").write_text(json.dumps(report))
     assert summary["http_req_failed"]["values"]["rate"] == 0  # zero failed requests
     assert summary["http_reqs"]["values"]["count"] > 7000
