@@ -81,7 +81,7 @@ SOAK_DURATION ?= 10m
 bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
 	@mkdir -p build
 	$(PY) bench/inference.py | tee build/inference.txt
-	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json
+	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json --inference build/inference.txt --write docs/benchmarks.md
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
 	$(PY) bench/inference.py

@@ -210,12 +210,115 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def find(results: list[Result], scenario: str, target: str) -> Result | None:
+    return next((r for r in results if r.scenario == scenario and r.target == target), None)
+
+
+def inference_us(text: str, rows: int) -> float | None:
+    """The fast path's median µs per call for `rows` rows, from bench/inference.py's table."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == str(rows):
+            return float(parts[2])
+    return None
+
+
+def verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def targets_table(results: list[Result], ready: list[float], inference: str) -> str:
+    rows = ["| target | measured | verdict |", "|---|---|---|"]
+
+    def ratio(scenario: str, goal: float, per_rows: bool = False) -> None:
+        svc, base = find(results, scenario, "service"), find(results, scenario, "ceiling")
+        if svc is None or base is None:
+            rows.append(f"| {scenario} >= {goal:.0%} of ceiling | | not measured |")
+            return
+        got = (svc.rows_per_s / base.rows_per_s) if per_rows else (svc.rps / base.rps)
+        unit = "rows/s" if per_rows else "requests/s"
+        rows.append(
+            f"| {scenario}: >= {goal:.0%} of the ceiling app's {unit} | {got:.0%} ({svc.rows_per_s if per_rows else svc.rps:,.0f} vs {base.rows_per_s if per_rows else base.rps:,.0f}) | {verdict(got >= goal)} |"
+        )
+
+    def p99(scenario: str, goal_ms: float) -> None:
+        svc = find(results, scenario, "service")
+        if svc is None:
+            rows.append(f"| {scenario}: p99 <= {goal_ms:g} ms | | not measured |")
+            return
+        achieved = f", achieved {svc.rps:,.0f} req/s" if svc.rps < 1900 else ""
+        rows.append(
+            f"| {scenario}: p99 <= {goal_ms:g} ms | {svc.p99_ms:.2f} ms{achieved} | {verdict(svc.p99_ms <= goal_ms and svc.rps >= 1900)} |"
+        )
+
+    ratio("hits", 0.90)
+    ratio("misses", 0.65)
+    p99("fixed-2000rps-hits", 5)
+    p99("fixed-2000rps-misses", 10)
+    ratio("batch100-half-repeated", 0.40, per_rows=True)
+    one, thousand = inference_us(inference, 1), inference_us(inference, 1000)
+    rows.append(
+        f"| model inference, 1 row: <= 100 µs | {one if one is not None else '?'} µs | {verdict(None if one is None else one <= 100)} |"
+    )
+    rows.append(
+        f"| model inference, 1,000 rows: <= 2 ms | {thousand if thousand is not None else '?'} µs | {verdict(None if thousand is None else thousand <= 2000)} |"
+    )
+    rss = max((r.rss_mb for r in results if r.target == "service"), default=float("nan"))
+    rows.append(
+        f"| resident memory <= 250 MB at full load | {rss:.0f} MB (largest after any run here; 10 min: [soak](soak.md)) | {verdict(rss <= 250)} |"
+    )
+    rows.append(
+        f"| ready to serve <= 3 s after start | {min(ready):.2f} to {max(ready):.2f} s | {verdict(max(ready) <= 3)} |"
+    )
+    return "\n".join(rows)
+
+
+def report(results: list[Result], ready: list[float], inference: str, args: argparse.Namespace) -> str:
+    return f"""# Benchmarks
+
+Produced by one run of `make bench` (`bench/run.py --duration {args.duration}`): every number below
+comes from the same run, the service and the ceiling app measured one after the other under the
+same conditions. Machine: {machine()}. The load generator (k6, 32 connections unless stated) runs on
+the same two cores as the server, as in the reference measurements. A shared machine is noisy:
+compare ratios within this run rather than absolute numbers across runs.
+
+The **ceiling app** (`bench/ceiling_app.py`) validates the same request body with the same schema,
+runs the same prometheus-fastapi-instrumentator middleware on the same server settings (uvicorn,
+uvloop, httptools, one process), and returns a constant: no real service can beat it.
+
+## Targets
+
+{targets_table(results, ready, inference)}
+
+## All runs
+
+Scenarios: **hits** (every request repeats a warmed row), **misses** (every request a row never
+sent before; Redis on), **batch100-half-repeated** (100 rows per request, half of them warmed;
+8 connections), **fixed-2000rps-*** (open loop at 2,000 requests/s: latency at a fixed offered
+load). Ablations: the same runs with cross-request micro-batching off (`MICRO_BATCHING=false`: one
+Redis round trip and one model call per request) and with the in-process tier off
+(`MEMORY_CACHE_ROWS=0`). RSS is the server's resident memory right after the run.
+
+{table(results)}
+
+Service ready after start (spawn to first 200 on /readyz): {min(ready):.2f} to {max(ready):.2f} s.
+
+## Model inference (`bench/inference.py`)
+
+```
+{inference.strip()}
+```
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", default="15s", help="k6 duration of each run")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--write", type=Path, help="write the markdown report here (docs/benchmarks.md)")
+    parser.add_argument("--inference", type=Path, help="bench/inference.py output to include in the report")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -240,6 +343,9 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"service ready after start: {min(ready):.2f}..{max(ready):.2f} s")
     print(table(results))
+    if args.write:
+        inference = args.inference.read_text() if args.inference and args.inference.exists() else ""
+        args.write.write_text(report(results, ready, inference, args))
     if args.json:
         args.json.write_text(
             json.dumps({"machine": machine(), "ready_s": ready, "results": [r.__dict__ for r in results]}, indent=2)
