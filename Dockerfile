@@ -51,7 +51,8 @@ ENV PATH="/app/.venv/bin:${PATH}" \
 WORKDIR /app
 # Owned by root: the app user can read its code and model but not rewrite them.
 COPY --from=builder /app/.venv /app/.venv
-COPY model/model.joblib model/model.json /app/model/
+# The forest file lets the service start without importing scikit-learn (README, "The model").
+COPY model/model.joblib model/model.json model/model.forest.npz /app/model/
 USER 10001:10001
 EXPOSE 8000
 # No curl in a slim image; the standard library is enough. /livez answers once the process serves.

@@ -134,7 +134,7 @@ def check_user(stages: list[Stage]) -> list[str]:
 
 
 def check_model_baked_in(stages: list[Stage]) -> list[str]:
-    """MODEL_PATH is absolute and names the model file the runtime copies in."""
+    """MODEL_PATH is absolute and names the model files the runtime copies in."""
     runtime = stages[-1]
     model_path = env_of(runtime).get("MODEL_PATH", "")
     if not model_path.startswith("/"):
@@ -142,9 +142,9 @@ def check_model_baked_in(stages: list[Stage]) -> list[str]:
     target = PurePosixPath(model_path)
     for _, sources, dest in (copy_sources(v) for v in runtime.values("COPY")):
         names = {PurePosixPath(s).name for s in sources}
-        if {"model.joblib", "model.json"} <= names and dest.rstrip("/") == str(target.parent):
+        if {"model.joblib", "model.json", "model.forest.npz"} <= names and dest.rstrip("/") == str(target.parent):
             return []
-    return [f"runtime does not COPY model.joblib and model.json into {target.parent}/"]
+    return [f"runtime does not COPY model.joblib, model.json and model.forest.npz into {target.parent}/"]
 
 
 def check_entrypoint(stages: list[Stage]) -> list[str]:
@@ -217,7 +217,8 @@ def test_dockerfile_keeps_its_invariants(dockerfile: str, check: Callable[..., l
 def test_the_console_script_and_model_the_image_needs_exist() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["scripts"]["housing-api"] == "housing_api.cli:main"
-    assert (ROOT / "model/model.joblib").is_file() and (ROOT / "model/model.json").is_file()
+    for name in ("model.joblib", "model.json", "model.forest.npz"):
+        assert (ROOT / "model" / name).is_file(), name
 
 
 # --- each check fails when its property breaks --------------------------------------------------
@@ -330,6 +331,7 @@ def ignore_patterns() -> list[str]:
         "src/housing_api/cli.py",
         "model/model.joblib",
         "model/model.json",
+        "model/model.forest.npz",
     ],
 )
 def test_build_context_holds_what_the_dockerfile_copies(ignore_patterns: list[str], path: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 from sklearn.datasets import fetch_california_housing
@@ -18,6 +21,7 @@ from housing_api.fastpath import compile_predictor
 from housing_api.model import Model, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "sklearn"
 TOLERANCE = 1e-9
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -64,6 +68,55 @@ def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> N
     assert X.shape == (20640, 8)
     assert model.fast_path
     assert_same(model.predict(X), model.estimator.predict(X))
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"offline California housing data not found at {DATA}")
+def test_committed_forest_file_matches_sklearn_on_the_whole_dataset() -> None:
+    X, _ = fetch_california_housing(data_home=str(DATA), download_if_missing=False, return_X_y=True)
+    predict = fastpath.load_predictor((ROOT / "model/model.forest.npz").read_bytes())
+    assert predict is not None
+    estimator = joblib.load(ROOT / "model/model.joblib")
+    assert_same(predict(X), estimator.predict(X))
+
+
+def round_trip(estimator: object) -> fastpath.Predict:
+    """export_forest, save_forest, then load_predictor: what the service does with train's file."""
+    exported = fastpath.export_forest(estimator)
+    assert exported is not None
+    file = io.BytesIO()
+    fastpath.save_forest(*exported, file)
+    predict = fastpath.load_predictor(file.getvalue())
+    assert predict is not None
+    return predict
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "absolute_error", "poisson", "gamma"])
+def test_forest_file_predicts_like_sklearn_for_each_regression_loss(loss: str) -> None:
+    X, y = random_regression(seed=0)
+    estimator = HistGradientBoostingRegressor(max_iter=40, loss=loss, random_state=0).fit(X, np.exp(y))
+    rows = awkward_rows(random_regression(seed=1)[0], seed=2)
+    assert_same(round_trip(estimator)(rows), estimator.predict(rows))
+
+
+def test_uncovered_estimators_have_no_forest_to_export() -> None:
+    X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
+    assert fastpath.export_forest(LinearRegression().fit(X, y)) is None
+    assert fastpath.export_forest(HistGradientBoostingRegressor()) is None
+
+
+def test_forest_file_with_a_table_of_the_wrong_dtype_is_refused(model: Model) -> None:
+    forest = fastpath.flatten(model.estimator)
+    file = io.BytesIO()
+    fastpath.save_forest(dataclasses.replace(forest, masks=forest.masks.astype(np.int64)), "identity", file)
+    with pytest.raises(ValueError, match="masks"):
+        fastpath.load_predictor(file.getvalue())
+
+
+def test_forest_file_with_an_unknown_inverse_link_is_refused(model: Model) -> None:
+    file = io.BytesIO()
+    fastpath.save_forest(fastpath.flatten(model.estimator), "logit", file)
+    with pytest.raises(ValueError, match="inverse link"):
+        fastpath.load_predictor(file.getvalue())
 
 
 def test_committed_model_matches_sklearn_on_nan_and_infinite_values(model: Model) -> None:

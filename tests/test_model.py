@@ -9,20 +9,40 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import MODEL_PATH, ROOT
 
 from housing_api.errors import IncompatibleModel, ModelArtifactMismatch, ModelArtifactMissing
-from housing_api.model import load_model, sha256_hex
+from housing_api.fastpath import FOREST_FORMAT
+from housing_api.model import forest_path, load_model, sha256_hex, verify_artifact
+from housing_api.train import write_artifact
 
 DATA = ROOT.parent / "shared" / "data" / "sklearn"
+FOREST_PATH = forest_path(MODEL_PATH)
 
 
 def copy_model(tmp_path: Path) -> Path:
+    """model.joblib, model.json and model.forest.npz in tmp_path."""
     target = tmp_path / "model.joblib"
     shutil.copy(MODEL_PATH, target)
     shutil.copy(MODEL_PATH.with_suffix(".json"), target.with_suffix(".json"))
+    shutil.copy(FOREST_PATH, forest_path(target))
     return target
+
+
+def edit_metadata(path: Path, **fields: object) -> None:
+    meta_file = path.with_suffix(".json")
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), **fields}))
+
+
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("joblib.load", lambda *_a, **_k: pytest.fail("unpickled the artifact"))
+
+
+def plausible_rows(n: int = 500) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform([0.5, 1, 1, 0.5, 10, 1, 33, -124], [15, 52, 10, 2, 5000, 6, 42, -114], size=(n, 8))
 
 
 def test_committed_model_meets_the_quality_bar() -> None:
@@ -53,12 +73,90 @@ def test_missing_artifact_or_metadata_is_refused(tmp_path: Path) -> None:
 
 def test_other_sklearn_version_is_refused(tmp_path: Path) -> None:
     path = copy_model(tmp_path)
-    meta_file = path.with_suffix(".json")
-    meta = json.loads(meta_file.read_text())
-    meta["sklearn_version"] = "0.24.2"
-    meta_file.write_text(json.dumps(meta))
+    edit_metadata(path, sklearn_version="0.24.2")
     with pytest.raises(IncompatibleModel, match=r"scikit-learn==0\.24\.2"):
         load_model(path)
+
+
+def test_committed_forest_file_is_the_one_model_json_vouches_for() -> None:
+    meta = json.loads(MODEL_PATH.with_suffix(".json").read_text())
+    assert meta["forest_sha256"] == sha256_hex(FOREST_PATH.read_bytes())
+    assert meta["forest_format"] == FOREST_FORMAT
+
+
+def test_committed_model_loads_from_the_forest_file_without_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_unpickling(monkeypatch)
+    model = load_model(MODEL_PATH)
+    assert model.fast_path
+    assert model.predict(plausible_rows()).shape == (500,)
+
+
+def test_estimator_is_unpickled_on_demand_from_the_verified_bytes(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    model = load_model(path)
+    path.write_bytes(b"replaced after start-up")  # the estimator comes from the bytes hashed at start-up
+    assert type(model.estimator).__name__ == "HistGradientBoostingRegressor"
+    assert model.estimator is model.estimator
+
+
+def test_tampered_forest_file_is_refused_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = copy_model(tmp_path)
+    forest = forest_path(path)
+    data = bytearray(forest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    forest.write_bytes(bytes(data))
+    no_unpickling(monkeypatch)
+    for check in (load_model, verify_artifact):
+        with pytest.raises(ModelArtifactMismatch, match=rf"forest file {forest}.*sha256"):
+            check(path)
+
+
+def test_serve_refuses_a_tampered_forest_file_with_one_clear_line(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    forest_path(path).write_bytes(forest_path(path).read_bytes() + b"\x00")
+    result = serve_exit(path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "model.forest.npz" in lines[0] and "sha256" in lines[0] and "refusing" in lines[0]
+
+
+def test_missing_forest_file_falls_back_to_the_verified_artifact(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    forest_path(path).unlink()
+    fallback = load_model(path)
+    assert fallback.fast_path  # compiled from the unpickled estimator instead
+    X = plausible_rows()
+    assert np.array_equal(fallback.predict(X), load_model(MODEL_PATH).predict(X))
+
+
+def test_forest_file_with_pickled_objects_is_refused_even_with_a_matching_checksum(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    forest = forest_path(path)
+    with forest.open("wb") as f:
+        np.savez(f, thresholds=np.array([object()], dtype=object))
+    edit_metadata(path, forest_sha256=sha256_hex(forest.read_bytes()))
+    with pytest.raises(IncompatibleModel, match="allow_pickle"):
+        load_model(path)
+
+
+def test_forest_file_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    edit_metadata(path, forest_format=FOREST_FORMAT + 1)
+    with pytest.raises(IncompatibleModel, match="forest file has format"):
+        load_model(path)
+
+
+def test_estimators_the_fast_path_does_not_cover_get_no_forest_file(tmp_path: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    path = tmp_path / "model.joblib"
+    forest_path(path).write_bytes(b"left by an earlier model")
+    X = plausible_rows(50)
+    meta = write_artifact(LinearRegression().fit(X, X[:, 0]), path, {})
+    assert "forest_sha256" not in meta and not forest_path(path).exists()
+    assert meta["estimator"] == "LinearRegression"
+    assert not load_model(path).fast_path
 
 
 def serve_exit(model_path: Path) -> subprocess.CompletedProcess[str]:
@@ -95,4 +193,11 @@ def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
     for field in ("holdout_r2", "holdout_mae", "train_rows", "test_rows", "params", "features"):
         assert new[field] == committed[field], field
     assert new["holdout_r2"] >= 0.85
-    load_model(out)  # what train writes, the service accepts
+    # What train writes, the service accepts; the forest file holds the same tables, so it
+    # predicts the same numbers (its bytes differ only by the zip entries' timestamps).
+    with np.load(forest_path(out)) as fresh, np.load(FOREST_PATH) as committed_forest:
+        assert fresh.files == committed_forest.files
+        for name in fresh.files:
+            assert np.array_equal(fresh[name], committed_forest[name], equal_nan=name == "leaves"), name
+    X = plausible_rows(5000)
+    assert np.array_equal(load_model(out).predict(X), load_model(MODEL_PATH).predict(X))

@@ -82,7 +82,8 @@ async def _start(
     settings: Settings, metrics: ServiceMetrics, validator: BatchValidator
 ) -> tuple[PredictionService, RedisTier | None]:
     model = load_model(settings.model_path)
-    metrics.model_info.labels(model.version, type(model.estimator).__name__, str(model.fast_path).lower()).set(1)
+    # The estimator's name from model.json: model.estimator would unpickle it just for a label.
+    metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
     redis = None
     if settings.redis_url:
         redis = RedisTier(

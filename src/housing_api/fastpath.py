@@ -5,13 +5,18 @@ scikit-learn's predict validates its input and opens one OpenMP region per tree 
 compile_predictor flattens the forest once into QuickScorer tables (how they work: _fastpath.c)
 and returns a predict that runs the native kernel with the GIL released, so a worker thread running
 inference leaves the event loop free.
+
+save_forest writes those tables to an .npz of plain arrays (the forest file beside model.joblib), so
+the service can start from them without importing scikit-learn or unpickling anything: load_forest
+reads it back with allow_pickle=False.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -23,7 +28,17 @@ try:
 except ImportError:  # installed without a C compiler: every caller falls back to scikit-learn
     _fastpath = None  # type: ignore[assignment]
 
-__all__ = ["Predict", "compile_predictor"]
+__all__ = [
+    "FOREST_FORMAT",
+    "Forest",
+    "Predict",
+    "bind",
+    "compile_predictor",
+    "export_forest",
+    "load_forest",
+    "load_predictor",
+    "save_forest",
+]
 
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
 Predict = Callable[[Matrix], Matrix]
@@ -40,6 +55,9 @@ SPLIT = np.dtype(
      ("missing_go_to_left", np.bool_), ("mask", np.uint32)]
 )  # fmt: skip
 """One internal node; mask has the bits of its left subtree's leaves cleared."""
+
+FOREST_FORMAT = 1
+"""The layout of the forest file (save_forest); model.json records it as forest_format."""
 
 
 @dataclass(frozen=True)
@@ -203,3 +221,92 @@ def bind(forest: Forest, inverse_link: Callable[[Matrix], Any]) -> Predict:
         return np.asarray(inverse_link(raw), dtype=np.float64)
 
     return predict
+
+
+def _identity(raw: Matrix) -> Matrix:
+    return raw
+
+
+def _exp(raw: Matrix) -> Matrix:
+    return np.exp(raw)
+
+
+INVERSE_LINKS: dict[str, Callable[[Matrix], Matrix]] = {"identity": _identity, "exp": _exp}
+"""The inverse links a forest file may name; each computes exactly what scikit-learn's does."""
+
+# scikit-learn's link classes (sklearn._loss.link) by the name of their inverse. A link missing
+# here gets no forest file: the service then unpickles the estimator, which knows its own link.
+SKLEARN_LINKS = {"IdentityLink": "identity", "LogLink": "exp"}
+
+TABLES: dict[str, tuple[np.dtype[Any], int]] = {
+    "thresholds": (np.dtype(np.float64), 1),
+    "offsets": (np.dtype(np.int64), 1),
+    "masks": (np.dtype(np.uint32), 2),
+    "leaves": (np.dtype(np.float64), 2),
+}
+"""The forest file's tables: dtype and number of dimensions (the kernel reads raw bytes)."""
+SCALARS = ("format", "inverse_link", "baseline", "n_features")
+
+
+def export_forest(estimator: object) -> tuple[Forest, str] | None:
+    """The tables and the inverse link's name for save_forest; None when the fast path does not
+    cover the estimator or its link has no name in INVERSE_LINKS."""
+    if not is_covered(estimator):
+        return None
+    link = type(estimator._loss.link)
+    if link.__module__ != "sklearn._loss.link" or link.__name__ not in SKLEARN_LINKS:
+        return None
+    return flatten(estimator), SKLEARN_LINKS[link.__name__]
+
+
+def save_forest(forest: Forest, inverse_link: str, file: BinaryIO) -> None:
+    """Plain arrays, no pickled objects; compressed, since most mask words are all ones."""
+    np.savez_compressed(
+        file,
+        format=np.int64(FOREST_FORMAT),
+        inverse_link=np.str_(inverse_link),
+        baseline=np.float64(forest.baseline),
+        n_features=np.int64(forest.n_features),
+        **{name: getattr(forest, name) for name in TABLES},
+    )
+
+
+def load_forest(data: bytes) -> tuple[Forest, str]:
+    """The forest and inverse link name save_forest wrote; ValueError for anything else.
+
+    allow_pickle=False: an object array in the file raises instead of running code.
+    """
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    check_forest_file(arrays)
+    forest = Forest(
+        thresholds=read_only(arrays["thresholds"]),
+        offsets=read_only(arrays["offsets"]),
+        masks=read_only(arrays["masks"]),
+        leaves=read_only(arrays["leaves"]),
+        baseline=float(arrays["baseline"]),
+        n_features=int(arrays["n_features"]),
+    )
+    return forest, str(arrays["inverse_link"])
+
+
+def load_predictor(data: bytes) -> Predict | None:
+    """predict() from a forest file's bytes; None without the compiled kernel (the caller then
+    unpickles the estimator). ValueError for a file save_forest did not write."""
+    if _fastpath is None:
+        return None
+    forest, inverse_link = load_forest(data)
+    return bind(forest, INVERSE_LINKS[inverse_link])
+
+
+def check_forest_file(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+    """The entries, format, link and table dtypes save_forest writes; the kernel checks sizes."""
+    if sorted(arrays) != sorted([*TABLES, *SCALARS]):
+        raise ValueError(f"forest file has entries {sorted(arrays)}; expected {sorted([*TABLES, *SCALARS])}")
+    if arrays["format"].shape != () or int(arrays["format"]) != FOREST_FORMAT:
+        raise ValueError(f"forest file has format {arrays['format']}; this service reads {FOREST_FORMAT}")
+    if str(arrays["inverse_link"]) not in INVERSE_LINKS:
+        raise ValueError(f"forest file names inverse link {arrays['inverse_link']}; known: {sorted(INVERSE_LINKS)}")
+    for name, (dtype, ndim) in TABLES.items():
+        if arrays[name].dtype != dtype or arrays[name].ndim != ndim:
+            raise ValueError(f"forest table {name} is {arrays[name].dtype} with {arrays[name].ndim} dimensions")

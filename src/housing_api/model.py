@@ -2,20 +2,27 @@
 
 joblib files are pickles: unpickling runs code. So the artifact's bytes are read once, hashed,
 compared with the version recorded in model.json, and only those verified bytes are unpickled.
+
+When model.json also vouches for a forest file (model.forest.npz: the compiled fast path's tables as
+plain arrays, see fastpath.save_forest), the service predicts from its verified bytes and neither
+unpickles the artifact nor imports scikit-learn, which are most of its start-up time and memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
+import logging
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Protocol
 
-import joblib
 import numpy as np
-import sklearn
 
 from housing_api import FEATURES
 from housing_api.errors import (
@@ -23,9 +30,11 @@ from housing_api.errors import (
     ModelArtifactMismatch,
     ModelArtifactMissing,
 )
-from housing_api.fastpath import compile_predictor
+from housing_api.fastpath import FOREST_FORMAT, Predict, compile_predictor, load_predictor
 
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
+
+log = logging.getLogger(__name__)
 
 
 class Regressor(Protocol):
@@ -37,6 +46,11 @@ class Regressor(Protocol):
 def metadata_path(model_path: Path) -> Path:
     """model.json sits beside model.joblib."""
     return model_path.with_suffix(".json")
+
+
+def forest_path(model_path: Path) -> Path:
+    """model.forest.npz sits beside model.joblib."""
+    return model_path.with_suffix(".forest.npz")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -51,6 +65,9 @@ class ModelInfo:
     sklearn_version: str
     features: tuple[str, ...]
     raw: dict[str, Any]
+    estimator: str = "unknown"
+    forest_sha256: str | None = None
+    forest_format: int | None = None
 
 
 def read_metadata(model_path: Path) -> ModelInfo:
@@ -66,6 +83,9 @@ def read_metadata(model_path: Path) -> ModelInfo:
         sklearn_version=str(raw["sklearn_version"]),
         features=tuple(raw["features"]),
         raw=raw,
+        estimator=str(raw.get("estimator", "unknown")),
+        forest_sha256=raw.get("forest_sha256"),
+        forest_format=raw.get("forest_format"),
     )
 
 
@@ -84,11 +104,42 @@ def read_verified_bytes(model_path: Path, info: ModelInfo) -> bytes:
     return data
 
 
+def read_verified_forest(model_path: Path, info: ModelInfo) -> bytes | None:
+    """The forest file's bytes, only if their sha256 is the one model.json records; None when
+    model.json names no forest file or the file is missing (the artifact is unpickled instead).
+
+    A forest file that is there but differs is refused, never skipped: it means the model
+    directory was tampered with or mixed up, and the joblib beside it is no more trustworthy.
+    """
+    path = forest_path(model_path)
+    if info.forest_sha256 is None or not path.is_file():
+        return None
+    data = path.read_bytes()
+    actual = sha256_hex(data)
+    if actual != info.forest_sha256:
+        raise ModelArtifactMismatch(
+            f"forest file {path} has sha256 {actual} but {metadata_path(model_path).name} "
+            f"expects {info.forest_sha256}; refusing to start. Restore the committed files "
+            "(git checkout model/) or retrain with `housing-api train`"
+        )
+    return data
+
+
+def installed_sklearn_version() -> str:
+    # From the package metadata: importing scikit-learn takes seconds, and the forest file
+    # does not need it at all.
+    try:
+        return importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
 def check_compatible(info: ModelInfo) -> None:
-    if info.sklearn_version != sklearn.__version__:
+    installed = installed_sklearn_version()
+    if info.sklearn_version != installed:
         raise IncompatibleModel(
             f"model was written by scikit-learn {info.sklearn_version} but "
-            f"{sklearn.__version__} is installed; install scikit-learn=={info.sklearn_version} "
+            f"{installed} is installed; install scikit-learn=={info.sklearn_version} "
             "(make install) or retrain with `housing-api train`"
         )
     if info.features != FEATURES:
@@ -96,24 +147,69 @@ def check_compatible(info: ModelInfo) -> None:
             f"model features {list(info.features)} differ from the service's {list(FEATURES)}; "
             "retrain with `housing-api train`"
         )
+    if info.forest_sha256 is not None and info.forest_format != FOREST_FORMAT:
+        raise IncompatibleModel(
+            f"model's forest file has format {info.forest_format} but this service reads format "
+            f"{FOREST_FORMAT}; retrain with `housing-api train`"
+        )
 
 
 class Model:
     """A verified, loaded model: predict() takes an (n, 8) float64 matrix in FEATURES order."""
 
     def __init__(self, estimator: Regressor, info: ModelInfo) -> None:
-        self.estimator = estimator
-        self.info = info
-        self.version = info.version
         # scikit-learn's predict costs ~5 ms a call even for one row; the compiled path gives the
         # same numbers in microseconds, and estimators it does not cover keep their own predict.
         fast = compile_predictor(estimator)
-        self._predict = fast or estimator.predict
-        self.fast_path: bool = fast is not None
+        self._setup(info, fast or estimator.predict, fast is not None, lambda: estimator)
+
+    @classmethod
+    def from_forest(cls, predict: Predict, info: ModelInfo, artifact: bytes) -> Model:
+        """A model predicting from the forest file's tables; artifact (the verified joblib bytes)
+        is unpickled only if someone asks for the estimator."""
+        model = cls.__new__(cls)
+        model._setup(info, predict, True, partial(unpickle, artifact))
+        return model
+
+    def _setup(self, info: ModelInfo, predict: Predict, fast_path: bool, estimator: Callable[[], Regressor]) -> None:
+        self.info = info
+        self.version = info.version
+        self._predict = predict
+        self.fast_path = fast_path
         """True when predict() runs the compiled fast path instead of estimator.predict."""
+        self._load_estimator = estimator
+
+    @cached_property
+    def estimator(self) -> Regressor:
+        """The scikit-learn estimator. Serving never needs it when the fast path is loaded from the
+        forest file, so it is unpickled (importing scikit-learn) on first use only."""
+        return self._load_estimator()
 
     def predict(self, X: Matrix) -> Matrix:
         return np.asarray(self._predict(X), dtype=np.float64)
+
+
+def unpickle(data: bytes) -> Regressor:
+    """Unpickle bytes whose sha256 was checked. joblib is imported here, not at start-up."""
+    import joblib
+
+    estimator: Regressor = joblib.load(io.BytesIO(data))
+    return estimator
+
+
+def forest_predictor(model_path: Path, forest: bytes) -> Predict | None:
+    """predict() from verified forest bytes; None without the compiled kernel."""
+    try:
+        predict = load_predictor(forest)
+        if predict is not None:
+            # The kernel checks every table's size on each call: let a bad table fail start-up
+            # rather than the first request.
+            predict(np.zeros((1, len(FEATURES))))
+    except (ValueError, zipfile.BadZipFile) as exc:
+        raise IncompatibleModel(
+            f"forest file {forest_path(model_path)} cannot be used: {exc}; retrain with `housing-api train`"
+        ) from exc
+    return predict
 
 
 def load_model(model_path: Path) -> Model:
@@ -121,14 +217,20 @@ def load_model(model_path: Path) -> Model:
     info = read_metadata(model_path)
     check_compatible(info)
     data = read_verified_bytes(model_path, info)
+    forest = read_verified_forest(model_path, info)
+    predict = None if forest is None else forest_predictor(model_path, forest)
+    if predict is not None:
+        return Model.from_forest(predict, info, data)
+    if info.forest_sha256 is not None:
+        log.warning("forest file %s missing or no compiled kernel: unpickling the model", forest_path(model_path))
     # Unpickle the bytes we hashed, not the file again: the file could change in between.
-    estimator = joblib.load(io.BytesIO(data))
-    return Model(estimator, info)
+    return Model(unpickle(data), info)
 
 
 def verify_artifact(model_path: Path) -> ModelInfo:
-    """Every check load_model() makes before unpickling, without unpickling."""
+    """Every check load_model() makes before unpickling or reading tables, without doing either."""
     info = read_metadata(model_path)
     check_compatible(info)
     read_verified_bytes(model_path, info)
+    read_verified_forest(model_path, info)
     return info

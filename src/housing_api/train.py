@@ -2,6 +2,9 @@
 
 The data comes through scikit-learn's real loader, which honours SCIKIT_LEARN_DATA (an offline copy
 works; see the README). The split and the estimator are seeded, so a re-run reproduces the metrics.
+
+Beside model.joblib it writes model.forest.npz, the fast path's tables as plain arrays, so the service
+can start without scikit-learn; model.json records the sha256 of both.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 
 from housing_api import FEATURES
-from housing_api.model import metadata_path, sha256_hex
+from housing_api.fastpath import FOREST_FORMAT, export_forest, save_forest
+from housing_api.model import forest_path, load_model, metadata_path, sha256_hex
 
 SEED = 42
 TEST_SIZE = 0.2
@@ -70,19 +74,45 @@ def train(out: Path, download: bool = False) -> TrainResult:
             "split": {"test_size": TEST_SIZE, "random_state": SEED},
         },
     )
+    check_served_predictions(out, X_te, pred)
     return TrainResult(r2, mae, meta)
 
 
+def check_served_predictions(out: Path, X: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]) -> None:
+    """What the service loads from the files just written (the forest file when there is one)
+    must give scikit-learn's numbers: better to fail here than to serve different ones."""
+    served = load_model(out).predict(X)
+    worst = float(np.max(np.abs(served - expected), initial=0.0))
+    if worst > 1e-9:
+        raise RuntimeError(f"the model loaded from {out} differs from scikit-learn's predict by {worst}")
+
+
 def write_artifact(estimator: object, out: Path, details: dict[str, Any]) -> dict[str, Any]:
-    """Write model.joblib and the model.json that vouches for it (version = sha256 of the bytes)."""
+    """Write model.joblib, the forest file when the fast path covers the estimator, and the
+    model.json that vouches for them (version = sha256 of the joblib bytes)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(estimator, out)
     meta = {
         "version": sha256_hex(out.read_bytes()),
+        **write_forest(estimator, forest_path(out)),
         "sklearn_version": sklearn.__version__,
+        "estimator": type(estimator).__name__,
         "features": list(FEATURES),
         **details,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     metadata_path(out).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def write_forest(estimator: object, path: Path) -> dict[str, Any]:
+    """Write the fast path's tables to path; returns model.json's forest fields, none when the
+    fast path does not cover the estimator (the service then unpickles model.joblib)."""
+    exported = export_forest(estimator)
+    if exported is None:
+        # A forest file left by an earlier model would sit beside a model.json that ignores it.
+        path.unlink(missing_ok=True)
+        return {}
+    with path.open("wb") as file:
+        save_forest(*exported, file)
+    return {"forest_sha256": sha256_hex(path.read_bytes()), "forest_format": FOREST_FORMAT}
