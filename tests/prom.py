@@ -55,6 +55,7 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_model_batch_rows": ("histogram", frozenset()),
     "housing_api_redis_errors_total": ("counter", frozenset({"op"})),
     "housing_api_queue_rows": ("gauge", frozenset({"stage"})),
+    "housing_api_memory_cache_rows": ("gauge", frozenset()),
     "housing_api_inflight_requests": ("gauge", frozenset()),
     "housing_api_rejected_requests_total": ("counter", frozenset({"reason"})),
     "housing_api_redis_up": ("gauge", frozenset()),

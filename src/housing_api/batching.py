@@ -93,6 +93,7 @@ class Resolver:
         self._mem_hit = metrics.cache_lookups.labels("memory", "hit")
         self._mem_miss = metrics.cache_lookups.labels("memory", "miss")
         self._served = {s: metrics.rows_served.labels(s) for s in ("memory", "redis", "model")}
+        metrics.memory_rows.set_function(memory.__len__)
         metrics.watch_queues(
             {"redis": self._lookup_q.__len__, "model": self._model_q.__len__, "redis_write": self._write_q.__len__}
         )

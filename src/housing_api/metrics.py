@@ -67,6 +67,10 @@ class ServiceMetrics:
             "housing_api_queue_rows", "Rows waiting right now, by stage (read when scraped).",
             ["stage"], registry=registry,
         )  # fmt: skip
+        self.memory_rows = Gauge(
+            "housing_api_memory_cache_rows", "Rows held in the in-process tier now (read when scraped).",
+            registry=registry,
+        )  # fmt: skip
         self.inflight = Gauge(
             "housing_api_inflight_requests", "Prediction requests admitted and not yet answered.",
             registry=registry,
