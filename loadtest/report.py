@@ -16,6 +16,7 @@ import csv
 import gzip
 import os
 import platform
+import re
 import shlex
 import shutil
 import socket
@@ -102,6 +103,7 @@ class Run:
     loadavg: str
     command: str
     server: dict[str, dict[str, float]] = field(default_factory=dict)  # counter deltas over the whole run
+    fast_path: str = "unknown"
     sustained_rate: float = 0.0
 
     def trend(self, stat: str) -> float:
@@ -156,6 +158,7 @@ def run_once(args: argparse.Namespace, base_url: str, cache_rate: float) -> Run:
     run = Run(cache_rate, exit_code, summary, check, timeline, statuses, loadavg, command)
     run.server = {name: delta(before, after, name) for name in after}
     run.sustained_rate = sustained_rate(timeline, args.ramp_s)
+    run.fast_path = fast_path(base_url)
     return run
 
 
@@ -238,7 +241,14 @@ def plot_timeline(run: Run, ramp_s: float, out: Path) -> None:
 
 
 # -- the report ---------------------------------------------------------------------------------
-def machine(k6: Path) -> list[str]:
+def fast_path(base_url: str) -> str:
+    """Whether the service runs the compiled inference path (a label of housing_api_model_info)."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        found = re.search(r'housing_api_model_info\{[^}]*fast_path="(\w+)"', response.read().decode())
+    return found.group(1) if found else "unknown"
+
+
+def machine(k6: Path, runs: list[Run]) -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line))
@@ -247,12 +257,19 @@ def machine(k6: Path) -> list[str]:
         if line.startswith("PRETTY_NAME="):
             os_name = f"{line.split('=', 1)[1].strip(chr(34))} (kernel {platform.release()})"
     k6_version = subprocess.run([str(k6), "version"], capture_output=True, text=True).stdout.strip()
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    if git("status", "--porcelain", "--", ".", ":!docs/loadtest"):  # the report's own output does not count
+        commit += " plus uncommitted changes"
+    paths = sorted({r.fast_path for r in runs})
     return [
-        f"- CPU: {os.cpu_count()} x {model} (`nproc` = {os.cpu_count()})",
+        f"- CPU: {os.cpu_count()} x {model} (`nproc` = {nproc})",
         f"- memory: {mem_kb / 1024 / 1024:.1f} GiB",
         f"- OS: {os_name}",
         f"- k6: {k6_version}",
         f"- Python {platform.python_version()}; k6, redis-server and the service share the same cores",
+        f"- service: commit `{commit}`, compiled inference path (fast path): {', '.join(paths)}",
     ]
 
 
@@ -424,7 +441,7 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         "",
         "## How it was run",
         "",
-        *machine(args.k6),
+        *machine(args.k6, runs),
         "",
         "The exact command:",
         "",
@@ -467,7 +484,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cache-rates", default=DEFAULT_CACHE_RATES, help="comma-separated (the lab's set)")
     p.add_argument("--ramp", default="1m")
     p.add_argument("--duration", default="5m")
-    p.add_argument("--rate", type=int, default=200, help="offered requests per second after the ramp")
+    p.add_argument("--rate", type=int, default=300, help="offered requests per second after the ramp")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--p99-ms", type=float, default=100)
     p.add_argument("--base-url", default="", help="test this running service instead of starting one per run")

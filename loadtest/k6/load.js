@@ -10,7 +10,7 @@ import * as lib from './lib.js';
 const cfg = lib.config({
   scenario: 'load',
   cacheRate: 0.5,
-  rate: 200, // all-miss traffic on 2 shared cores is answered at this rate without queueing
+  rate: 300, // about half of what one process answered on the 2 shared cores of docs/loadtest
   ramp: '1m',
   duration: '5m',
   p99Ms: 100,
