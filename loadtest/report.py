@@ -334,7 +334,8 @@ def observations(runs: list[Run], rate: int) -> list[str]:
     """Facts a reader should not have to dig out of the plots."""
     lines = []
     for r in runs:
-        codes = ", ".join(f"{n} x {code or 'no answer'}" for code, n in sorted(r.statuses.items()) if code != "200")
+        other = sorted((code, n) for code, n in r.statuses.items() if code != "200")
+        codes = ", ".join(f"{n} x {code if code not in ('', '0') else 'no answer'}" for code, n in other)
         worst = int(np.nanargmax(r.timeline["p99"]))
         facts = [
             f"load average {r.loadavg} before the run",
