@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -57,6 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.model.fast_path,
             "redis + memory" if redis else "memory only",
         )
+        # Everything allocated so far lives as long as the process; moving it out of the collector's
+        # reach keeps full collections under load short (one took 135 ms, a p99 spike, without this).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -53,6 +53,9 @@ def _single_process_metrics() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     _single_process_metrics()
+    # One inference thread shares two cores with the event loop; scikit-learn's OpenMP pool (used
+    # only when the compiled path does not cover a model) would spin on both and starve the loop.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from housing_api.app import create_app
