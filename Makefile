@@ -37,8 +37,8 @@ test: install  ## run the whole test suite (unit + integration against real proc
 	$(BIN)/pytest -q
 
 lint:  ## ruff + mypy --strict on src/
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts loadtest
+	$(BIN)/ruff format --check src tests bench scripts loadtest
 	$(BIN)/mypy
 
 lock-check:  ## fail when uv.lock is out of date with pyproject.toml

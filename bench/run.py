@@ -261,7 +261,9 @@ def targets_table(results: list[Result], ready: list[float], inference: str) -> 
     for scenario in ("fixed-1000rps-hits", "fixed-1000rps-misses"):
         svc = find(results, scenario, "service")
         if svc is not None:
-            rows.append(f"| (context, no target) {scenario}: p99 | {svc.p99_ms:.2f} ms at {svc.rps:,.0f} req/s, {svc.failed:.1%} refused | |")
+            rows.append(
+                f"| (context, no target) {scenario}: p99 | {svc.p99_ms:.2f} ms at {svc.rps:,.0f} req/s, {svc.failed:.1%} refused | |"
+            )
     one, thousand = inference_us(inference, 1), inference_us(inference, 1000)
     rows.append(
         f"| model inference, 1 row: <= 100 µs | {one if one is not None else '?'} µs | {verdict(None if one is None else one <= 100)} |"

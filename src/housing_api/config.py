@@ -34,7 +34,11 @@ class Settings(BaseSettings):
         True,
         description="Gather rows of concurrent requests into shared Redis round trips and model calls; false = one of each per request (for comparison only).",
     )
-    max_inflight_requests: int = Field(128, ge=1, description="Prediction requests admitted at once; more get 429 (about capacity x the latency you accept).")
+    max_inflight_requests: int = Field(
+        128,
+        ge=1,
+        description="Prediction requests admitted at once; more get 429 (about capacity x the latency you accept).",
+    )
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
     log_level: str = Field("info", description="Python log level.")
