@@ -186,7 +186,7 @@ def test_linear_regression_is_not_covered() -> None:
 def test_model_falls_back_to_estimator_predict(model: Model) -> None:
     X, y = np.arange(20.0).reshape(10, 2), np.arange(10.0)
     estimator = LinearRegression().fit(X, y)
-    fallback = Model(estimator, model.info)
+    fallback = Model.from_estimator(estimator, model.info)
     assert not fallback.fast_path
     assert_same(fallback.predict(X), estimator.predict(X))
 

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_cache.decorator import cache
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from housing_api.errors import Overloaded, ShuttingDown
 from housing_api.http_cache import row_key_builder, stable_etag
 from housing_api.schemas import (
-    BOUNDS,
-    DESCRIPTIONS,
-    SAMPLE_BATCH,
     ErrorBody,
     FieldError,
     HealthBody,
+    HouseQuery,
     PredictResponse,
     ReadyBody,
     describe_validation_error,
@@ -161,25 +159,6 @@ def check_json_content_type(request: Request) -> None:
         raise UnsupportedMediaType()
 
 
-def _query_field(name: str) -> Any:
-    return Annotated[float, Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name])]
-
-
-class HouseQuery(BaseModel):
-    """GET /predict's query parameters: one row, the same rules as the JSON body."""
-
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"example": cast(Any, SAMPLE_BATCH[0])})
-
-    MedInc: _query_field("MedInc")  # type: ignore[valid-type]
-    HouseAge: _query_field("HouseAge")  # type: ignore[valid-type]
-    AveRooms: _query_field("AveRooms")  # type: ignore[valid-type]
-    AveBedrms: _query_field("AveBedrms")  # type: ignore[valid-type]
-    Population: _query_field("Population")  # type: ignore[valid-type]
-    AveOccup: _query_field("AveOccup")  # type: ignore[valid-type]
-    Latitude: _query_field("Latitude")  # type: ignore[valid-type]
-    Longitude: _query_field("Longitude")  # type: ignore[valid-type]
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
     415: {"model": ErrorBody, "description": "Body is not JSON."},
@@ -237,7 +216,9 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
     @stable_etag
     @cache(namespace="get-predict", key_builder=row_key_builder)
     async def predict_one(
-        request: Request, response: Response, features: Annotated[HouseQuery, Query()]
+        request: Request,
+        response: Response,
+        features: Annotated[HouseQuery, Query()],
     ) -> dict[str, Any]:
         """Predict one row given as query parameters; cached whole, with ETag and 304."""
         service = get_service(request)

@@ -82,7 +82,8 @@ class Resolver:
         self._inflight: dict[Row, _Pending] = {}
         self._lookup_q: deque[_Pending] = deque()
         self._model_q: deque[_Pending] = deque()
-        self._write_q: deque[tuple[str, bytes]] = deque()
+        # A cache write is best effort: under a long Redis stall the oldest writes are dropped.
+        self._write_q: deque[tuple[str, bytes]] = deque(maxlen=max_queued_rows)
         self._lookup_ready = asyncio.Event()
         self._model_ready = asyncio.Event()
         self._write_ready = asyncio.Event()
@@ -92,6 +93,7 @@ class Resolver:
         self._closing = False
         self._mem_hit = metrics.cache_lookups.labels("memory", "hit")
         self._mem_miss = metrics.cache_lookups.labels("memory", "miss")
+        self._redis_lookups = {o: metrics.cache_lookups.labels("redis", o) for o in ("hit", "miss", "error")}
         self._served = {s: metrics.rows_served.labels(s) for s in ("memory", "redis", "model")}
         metrics.memory_rows.set_function(memory.__len__)
         metrics.watch_queues(
@@ -119,10 +121,6 @@ class Resolver:
         if pending:
             await asyncio.wait(pending, timeout=2.0)
         self._executor.shutdown(wait=True)
-
-    @property
-    def queued_rows(self) -> int:
-        return len(self._inflight)
 
     # -- the request path --------------------------------------------------------------------
     async def predict(self, rows: list[Row]) -> tuple[list[float], list[Source]]:
@@ -232,11 +230,12 @@ class Resolver:
 
     async def _lookup(self, batch: list[_Pending]) -> None:
         assert self.redis is not None
-        for pending in batch:
-            pending.key = self.namespace + row_digest(pending.row)
-        found = await self.redis.get_many([p.key for p in batch if p.key])
+        keys = [self.namespace + row_digest(p.row) for p in batch]
+        for pending, key in zip(batch, keys, strict=True):
+            pending.key = key
+        found = await self.redis.get_many(keys)
         if found is None:
-            self.metrics.cache_lookups.labels("redis", "error").inc(len(batch))
+            self._redis_lookups["error"].inc(len(batch))
             self._model_q.extend(batch)
         else:
             hits = 0
@@ -246,8 +245,8 @@ class Resolver:
                 else:
                     hits += 1
                     self._complete(pending, decode_value(raw), "redis")
-            self.metrics.cache_lookups.labels("redis", "hit").inc(hits)
-            self.metrics.cache_lookups.labels("redis", "miss").inc(len(batch) - hits)
+            self._redis_lookups["hit"].inc(hits)
+            self._redis_lookups["miss"].inc(len(batch) - hits)
         if self._model_q:
             self._model_ready.set()
 
@@ -283,9 +282,6 @@ class Resolver:
                 key = pending.key or self.namespace + row_digest(pending.row)
                 self._write_q.append((key, encode_value(value)))
         if self._write_q:
-            # A cache write is best effort: under a long Redis stall drop the oldest, not memory.
-            while len(self._write_q) > self.max_queued_rows:
-                self._write_q.popleft()
             self._write_ready.set()
 
     async def _write_worker(self) -> None:

@@ -3,41 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
-import socket
 import sys
 from pathlib import Path
-from types import FrameType
 
 from housing_api.errors import ModelArtifactError
-
-
-def _clean_exit_server_class(drain_s: float) -> type:
-    import uvicorn
-
-    class CleanExitServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die with
-        -15. A drained SIGTERM is the normal way a pod stops: exit 0."""
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Stop accepting, then give requests already written to open connections a moment
-            # to be read: uvicorn closes connections whose request it has not parsed yet, and the
-            # client would see a reset for a request it had already sent.
-            for server in self.servers:
-                server.close()
-            await asyncio.sleep(drain_s)
-            await super().shutdown(sockets)
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)
-            if sig == signal.SIGTERM and sig in self._captured_signals:
-                self._captured_signals.remove(sig)
-
-    return CleanExitServer
-
 
 # prometheus_client switches to multiprocess files when either is set at import time, and the
 # instrumentator's /metrics then reads only that directory: the app's own registry would vanish.
@@ -61,6 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     from housing_api.app import create_app
     from housing_api.config import Settings
     from housing_api.model import verify_artifact
+    from housing_api.server import DrainingServer
 
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    _clean_exit_server_class(args.drain_seconds)(config).run()
+    DrainingServer(config, args.drain_seconds).run()
     return 0
 
 

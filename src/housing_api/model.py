@@ -93,15 +93,7 @@ def read_verified_bytes(model_path: Path, info: ModelInfo) -> bytes:
     """The artifact's bytes, only if their sha256 is the version model.json records."""
     if not model_path.is_file():
         raise ModelArtifactMissing(f"model artifact {model_path} not found; run `housing-api train` or set MODEL_PATH")
-    data = model_path.read_bytes()
-    actual = sha256_hex(data)
-    if actual != info.version:
-        raise ModelArtifactMismatch(
-            f"model artifact {model_path} has sha256 {actual} but {metadata_path(model_path).name} "
-            f"expects {info.version}; refusing to unpickle it. Restore the committed artifact "
-            "(git checkout model/) or retrain with `housing-api train`"
-        )
-    return data
+    return read_checked(model_path, info.version, f"model artifact {model_path}", "refusing to unpickle it", model_path)
 
 
 def read_verified_forest(model_path: Path, info: ModelInfo) -> bytes | None:
@@ -114,13 +106,17 @@ def read_verified_forest(model_path: Path, info: ModelInfo) -> bytes | None:
     path = forest_path(model_path)
     if info.forest_sha256 is None or not path.is_file():
         return None
+    return read_checked(path, info.forest_sha256, f"forest file {path}", "refusing to start", model_path)
+
+
+def read_checked(path: Path, expected: str, what: str, refusal: str, model_path: Path) -> bytes:
+    """The file's bytes, only if their sha256 is `expected`, as model.json records it."""
     data = path.read_bytes()
     actual = sha256_hex(data)
-    if actual != info.forest_sha256:
+    if actual != expected:
         raise ModelArtifactMismatch(
-            f"forest file {path} has sha256 {actual} but {metadata_path(model_path).name} "
-            f"expects {info.forest_sha256}; refusing to start. Restore the committed files "
-            "(git checkout model/) or retrain with `housing-api train`"
+            f"{what} has sha256 {actual} but {metadata_path(model_path).name} expects {expected}; {refusal}. "
+            "Restore the committed files (git checkout model/) or retrain with `housing-api train`"
         )
     return data
 
@@ -157,27 +153,22 @@ def check_compatible(info: ModelInfo) -> None:
 class Model:
     """A verified, loaded model: predict() takes an (n, 8) float64 matrix in FEATURES order."""
 
-    def __init__(self, estimator: Regressor, info: ModelInfo) -> None:
-        # scikit-learn's predict costs ~5 ms a call even for one row; the compiled path gives the
-        # same numbers in microseconds, and estimators it does not cover keep their own predict.
-        fast = compile_predictor(estimator)
-        self._setup(info, fast or estimator.predict, fast is not None, lambda: estimator)
-
-    @classmethod
-    def from_forest(cls, predict: Predict, info: ModelInfo, artifact: bytes) -> Model:
-        """A model predicting from the forest file's tables; artifact (the verified joblib bytes)
-        is unpickled only if someone asks for the estimator."""
-        model = cls.__new__(cls)
-        model._setup(info, predict, True, partial(unpickle, artifact))
-        return model
-
-    def _setup(self, info: ModelInfo, predict: Predict, fast_path: bool, estimator: Callable[[], Regressor]) -> None:
+    def __init__(
+        self, info: ModelInfo, predict: Predict, *, fast_path: bool, load_estimator: Callable[[], Regressor]
+    ) -> None:
         self.info = info
         self.version = info.version
         self._predict = predict
         self.fast_path = fast_path
         """True when predict() runs the compiled fast path instead of estimator.predict."""
-        self._load_estimator = estimator
+        self._load_estimator = load_estimator
+
+    @classmethod
+    def from_estimator(cls, estimator: Regressor, info: ModelInfo) -> Model:
+        # scikit-learn's predict costs ~5 ms a call even for one row; the compiled path gives the
+        # same numbers in microseconds, and estimators it does not cover keep their own predict.
+        fast = compile_predictor(estimator)
+        return cls(info, fast or estimator.predict, fast_path=fast is not None, load_estimator=lambda: estimator)
 
     @cached_property
     def estimator(self) -> Regressor:
@@ -220,11 +211,12 @@ def load_model(model_path: Path) -> Model:
     forest = read_verified_forest(model_path, info)
     predict = None if forest is None else forest_predictor(model_path, forest)
     if predict is not None:
-        return Model.from_forest(predict, info, data)
+        # The verified joblib bytes are unpickled only if someone asks for the estimator.
+        return Model(info, predict, fast_path=True, load_estimator=partial(unpickle, data))
     if info.forest_sha256 is not None:
         log.warning("forest file %s missing or no compiled kernel: unpickling the model", forest_path(model_path))
     # Unpickle the bytes we hashed, not the file again: the file could change in between.
-    return Model(unpickle(data), info)
+    return Model.from_estimator(unpickle(data), info)
 
 
 def verify_artifact(model_path: Path) -> ModelInfo:

@@ -7,9 +7,9 @@ Infinity and `true` would pass as 1, so the fields are strict and reject non-fin
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from typing_extensions import TypedDict
 
 from housing_api import FEATURES
@@ -67,6 +67,20 @@ SAMPLE_BATCH: list[dict[str, float]] = [
     {"MedInc": 4.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 2.02, "Population": 123, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23},
 ]  # fmt: skip
 """The course lab's sample batch."""
+
+
+def _lax(name: str) -> Any:
+    """The same rule for a query parameter, which arrives as a string to be parsed."""
+    return Annotated[float, Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name])]
+
+
+_QUERY_FIELDS: dict[str, Any] = {name: (_lax(name), ...) for name in FEATURES}
+HouseQuery = create_model(
+    "HouseQuery",
+    __doc__="GET /predict's query parameters: one row, the same rules as the JSON body.",
+    __config__=ConfigDict(extra="ignore", json_schema_extra={"example": cast(Any, SAMPLE_BATCH[0])}),
+    **_QUERY_FIELDS,
+)
 
 
 class BatchValidator:
