@@ -72,7 +72,9 @@ def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> N
     assert_same(model.predict(X), model.estimator.predict(X))
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"offline California housing data not found at {DATA}")
+@pytest.mark.skipif(
+    not (DATA / "cal_housing_py3.pkz").is_file(), reason=f"offline California housing data not found at {DATA}"
+)
 def test_committed_forest_file_matches_sklearn_on_the_whole_dataset() -> None:
     X, _ = fetch_california_housing(data_home=str(DATA), download_if_missing=False, return_X_y=True)
     predict = fastpath.load_predictor((ROOT / "model/model.forest.npz").read_bytes())

@@ -183,7 +183,7 @@ def test_serve_refuses_a_missing_artifact(tmp_path: Path) -> None:
     assert "housing-api train" in result.stderr
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"offline data copy not found at {DATA}")
+@pytest.mark.skipif(not (DATA / "cal_housing_py3.pkz").is_file(), reason=f"offline data copy not found at {DATA}")
 def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
     out = tmp_path / "model.joblib"
     env = {**os.environ, "SCIKIT_LEARN_DATA": str(DATA)}
