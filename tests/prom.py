@@ -44,7 +44,7 @@ K8S_ONLY_METRICS = frozenset(
 # -> (type, labels). Renaming or dropping one, or changing its labels, must fail a test.
 EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "http_requests_total": ("counter", frozenset({"handler", "method", "status"})),
-    "http_request_duration_seconds": ("histogram", frozenset({"handler", "method"})),
+    "http_request_duration_seconds": ("histogram", frozenset({"handler", "method", "status"})),
     "http_request_duration_highr_seconds": ("histogram", frozenset()),
     "http_request_size_bytes": ("summary", frozenset({"handler"})),
     "http_response_size_bytes": ("summary", frozenset({"handler"})),
@@ -61,6 +61,19 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_redis_up": ("gauge", frozenset()),
     "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
     "housing_api_build_info": ("gauge", frozenset({"version"})),
+    "housing_api_redis_write_dropped_total": ("counter", frozenset()),
+    "housing_api_gc_pause_seconds": ("histogram", frozenset({"generation"})),
+    # prometheus_client's process, GC and platform collectors, on the app's registry
+    "process_cpu_seconds_total": ("counter", frozenset()),
+    "process_resident_memory_bytes": ("gauge", frozenset()),
+    "process_virtual_memory_bytes": ("gauge", frozenset()),
+    "process_open_fds": ("gauge", frozenset()),
+    "process_max_fds": ("gauge", frozenset()),
+    "process_start_time_seconds": ("gauge", frozenset()),
+    "python_gc_collections_total": ("counter", frozenset({"generation"})),
+    "python_gc_objects_collected_total": ("counter", frozenset({"generation"})),
+    "python_gc_objects_uncollectable_total": ("counter", frozenset({"generation"})),
+    "python_info": ("gauge", frozenset({"implementation", "major", "minor", "patchlevel", "version"})),
 }
 
 

@@ -62,9 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # reach keeps full collections under load short (one took 135 ms, a p99 spike, without this).
         gc.collect()
         gc.freeze()
+        metrics.gc_pauses.install()
         try:
             yield
         finally:
+            metrics.gc_pauses.remove()
             await service.resolver.stop()
             if redis is not None:
                 await redis.close()

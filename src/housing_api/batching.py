@@ -276,6 +276,10 @@ class Resolver:
         self._store(batch, predictions.tolist())
 
     def _store(self, batch: list[_Pending], predictions: list[float]) -> None:
+        # The bounded write queue pushes its oldest rows out when full: count what it drops.
+        room = (self._write_q.maxlen or 0) - len(self._write_q)
+        if self.redis is not None and len(batch) > room:
+            self.metrics.redis_write_dropped.inc(len(batch) - room)
         for pending, value in zip(batch, predictions, strict=True):
             self._complete(pending, value, "model")
             if self.redis is not None:
