@@ -115,6 +115,8 @@ RATE        ?= 300
 BATCH_SIZE  ?= 1
 P99_MS      ?= 50
 CACHE_RATES ?= 0,0.5,0.75,0.999,1
+PROMETHEUS_URL ?=
+WRITE       ?=
 
 .PHONY: loadtest loadtest-report
 
@@ -122,6 +124,7 @@ loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CAC
 	BASE_URL=$(or $(BASE_URL),http://$(HOST):$(PORT)) RAMP=$(RAMP) DURATION=$(DURATION) RATE=$(RATE) \
 		BATCH_SIZE=$(BATCH_SIZE) P99_MS=$(P99_MS) $(K6) run --no-usage-report loadtest/k6/load.js
 
-loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> docs/loadtest/
+loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> loadtest/results/report/ (WRITE=1: docs/loadtest/)
 	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \
-		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL))
+		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL)) \
+		$(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(WRITE),--write)

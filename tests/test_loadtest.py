@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from test_serve import Server
 
 sys.path.insert(0, str(ROOT / "loadtest"))
 # loadtest/ holds scripts, not a package: import its self-check module by path.
+from prom import Prometheus, PrometheusUnavailable, prometheus_binary
 from selfcheck import (
+    PrometheusCounters,
     check_run,
     delta,
     failed_requests,
@@ -180,6 +183,61 @@ def test_fresh_rows_are_unique_realistic_and_never_pool_rows(tmp_path: Path) -> 
     assert code == 0 and not failing, failing
 
 
+# -- the report: where it writes, and reading a deployment's counters through Prometheus -------------
+
+
+def _report(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "loadtest/report.py", "--cache-rates", "0.5", "--ramp", "1s", "--duration", "3s"]
+    argv += ["--rate", "30", "--p99-ms", "5000", "--results", str(tmp_path), *args]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_report_leaves_the_committed_one_alone_unless_asked(service: Server, tmp_path: Path) -> None:
+    import report
+
+    committed = (ROOT / "docs" / "loadtest" / "report.md").read_bytes()
+    assert report.parse_args([]).out == ROOT / "loadtest" / "results" / "report"
+    assert report.parse_args(["--write"]).out == report.COMMITTED
+    assert re.search(r"\$\(if \$\(WRITE\),--write\)", (ROOT / "Makefile").read_text())
+    done = _report(tmp_path, "--base-url", service.url, "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (ROOT / "docs" / "loadtest" / "report.md").read_bytes() == committed
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| model = fresh |" in text and "| yes | yes |" in text, text
+
+
+def test_the_report_reads_every_pods_counters_through_prometheus(service: Server, tmp_path: Path) -> None:
+    # Two scraped services stand for two pods: k6 loads one, the other is idle, and the sums over
+    # both must still match what k6 sent, with no /metrics read through BASE_URL's counters.
+    try:
+        binary = prometheus_binary()
+    except PrometheusUnavailable as exc:
+        pytest.skip(str(exc))
+    idle = Server({"OMP_NUM_THREADS": "1"})
+    prometheus = Prometheus(binary, tmp_path, [f"127.0.0.1:{service.port}", f"127.0.0.1:{idle.port}"])
+    try:
+        prometheus.start()
+        idle.wait_ready()
+        assert prometheus.wait_for_targets()
+        done = _report(
+            tmp_path, "--base-url", service.url, "--out", str(tmp_path / "out"), "--prometheus-url", prometheus.url,
+            "--prometheus-selector", f'job="{prometheus.job}"', "--settle-s", "3",
+        )  # fmt: skip
+        pods = PrometheusCounters(prometheus.url, f'job="{prometheus.job}"').pods(time.time())
+    finally:
+        prometheus.stop()
+        idle.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pods == 2
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "read through Prometheus" in text and "| yes | yes |" in text, text
+
+
+def test_a_deployment_without_metrics_is_refused_with_the_fix(tmp_path: Path) -> None:
+    done = _report(tmp_path, "--base-url", "http://127.0.0.1:9", "--out", str(tmp_path / "out"))
+    assert done.returncode != 0 and "--prometheus-url" in done.stderr
+
+
 # -- the self-check arithmetic, without processes ---------------------------------------------------
 METRICS = """\
 # TYPE housing_api_rows_served_total counter
@@ -213,3 +271,23 @@ def test_run_is_measured_from_the_scrape_after_the_warm_up() -> None:
     check = check_run(summary, after, {"memory": 10.0, "redis": 0.0, "model": 0.0})
     assert (check.rows, check.hits, check.warmup_rows) == (90, 80, 100)
     assert check.matches_k6 and not check.within_tolerance  # 80 of 90 is too far from 0.5
+
+
+@pytest.mark.parametrize(("model_rows_after", "ok"), [(110.0, True), (111.0, False), (None, False)])
+def test_rows_that_reached_the_model_must_equal_the_fresh_rows(model_rows_after: float | None, ok: bool) -> None:
+    summary = {
+        "loadtest": {"cacheRate": 0.5, "scenario": "load"},
+        "setup_data": {
+            "metricsAfterWarmup": {"rows_served": {"memory": 0, "redis": 0, "model": 100}, "model_rows": 100}
+        },
+        "metrics": {"pool_rows": {"values": {"count": 10}}, "fresh_rows": {"values": {"count": 10}}},
+    }
+    after = {"memory": 10.0, "redis": 0.0, "model": 110.0}
+    check = check_run(summary, after, None, model_rows_after)
+    assert check.matches_k6  # the X-Cache bookkeeping agrees either way
+    assert (check.model_matches_k6, check.ok) == (ok, ok)
+
+
+def test_model_rows_are_parsed_from_the_histogram_sum() -> None:
+    counters = parse_counters(METRICS + "housing_api_model_batch_rows_sum 123.0\n")
+    assert counters["housing_api_model_batch_rows_sum"] == {"": 123.0}
