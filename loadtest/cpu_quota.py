@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from report import free_port, wait_for
 from selfcheck import delta, load_summary, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import harness  # noqa: E402  (the one process harness, shared with the tests)
+
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
 
@@ -62,8 +63,11 @@ class CpuGroup:
                 time.sleep(0.1)
 
     def join(self) -> None:
-        """Called in the child between fork and exec: the service and its threads run inside."""
-        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+        """Called in the child between fork and exec (k6): it and its threads run inside."""
+        self.add(os.getpid())
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
 
     def stat(self) -> dict[str, int]:
         lines = (self.path / "cpu.stat").read_text().split("\n")
@@ -72,29 +76,23 @@ class CpuGroup:
 
 @contextmanager
 def service(group: CpuGroup, loadgen: CpuGroup, log: Path) -> Iterator[str]:
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        sys.exit("redis-server is not installed (apt-get install -y redis-server)")
-    redis_port, port = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as redis_dir, open(log, "wb") as out:
+    """Redis (in the load generator's group) and the service (in `group`), from tests/harness.py.
+    Writing a pid to cgroup.procs moves every thread of the process, those started later too."""
+    with tempfile.TemporaryDirectory() as redis_dir:
         try:
-            procs.append(subprocess.Popen(
-                [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", redis_dir], stdout=out, stderr=subprocess.STDOUT, preexec_fn=loadgen.join,
-            ))  # fmt: skip
-            env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "OMP_NUM_THREADS": "1"}
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "housing_api", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=group.join,
-            ))  # fmt: skip
-            url = f"http://127.0.0.1:{port}"
-            wait_for(url + "/readyz", timeout=120)
-            yield url
+            redis = harness.RedisServer(Path(redis_dir)).start()
+        except harness.Unavailable as exc:
+            sys.exit(str(exc))
+        loadgen.add(redis.pid)
+        env = {"REDIS_URL": redis.url, "OMP_NUM_THREADS": "1"}
+        app = harness.ServiceProcess(env, log=log)
+        try:
+            app.start()
+            group.add(app.pid)
+            yield app.url
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                proc.wait(timeout=30)
+            app.stop()
+            redis.stop()
 
 
 def metrics_text(url: str) -> str:
@@ -207,6 +205,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--p99-ms", type=float, default=50)
     p.add_argument("--quota-us", type=int, default=PERIOD_US, help="CFS quota per 100 ms period (100000 = 1 core)")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--quota-first", action="store_true", help="each round runs the quota first (order effects)")
     p.add_argument(
         "--shares", type=int, default=1024,
         help="cpu.shares of the service's group and of k6 + Redis's (1024: a normal process's weight; higher keeps "
@@ -220,7 +219,8 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0 or not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
         sys.exit("needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
     args.results.mkdir(parents=True, exist_ok=True)
-    plan = [("unlimited", -1)] if args.calibrate else [("unlimited", -1), ("quota", args.quota_us)] * args.rounds
+    pair = [("unlimited", -1), ("quota", args.quota_us)]
+    plan = [("unlimited", -1)] if args.calibrate else (pair[::-1] if args.quota_first else pair) * args.rounds
     runs = []
     for i, (label, quota) in enumerate(plan):
         runs.append(one_run(args, label, quota, i // 2 + 1))

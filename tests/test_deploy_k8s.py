@@ -43,6 +43,9 @@ PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.j
 INTERNAL_PATHS = ("/metrics", "/livez")
 SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
 APP_REQUEST_TIMEOUT_S = 5.0  # the service's REQUEST_TIMEOUT_S default: past it, a request gets 503
+# The API process has two CPU-bound threads (the event loop and one inference thread, with
+# OMP_NUM_THREADS=1): a CFS quota below two cores can stall both when they overlap.
+APP_BUSY_THREADS = 2
 LATEST = frozenset({"latest"})
 MUTABLE_TAGS = frozenset({"latest", "dev", "main", "master", "stable", "edge", "nightly"})
 REQUIRED_LABELS = (
@@ -455,6 +458,31 @@ def check_container_security(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def cpu_cores(value: str | int | float) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def check_api_cpu(objs: list[Obj]) -> list[str]:
+    """The API's CPU limit leaves a core to each busy thread, and its request sits below the limit
+    (the HPA scales on a share of the request). docs/reliability.md, "CPU limit: measured"."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    resources = pod_spec(deployment)["containers"][0].get("resources", {})
+    limit = resources.get("limits", {}).get("cpu")
+    request = resources.get("requests", {}).get("cpu")
+    problems = []
+    if limit is not None and cpu_cores(limit) < APP_BUSY_THREADS:
+        problems.append(
+            f"API CPU limit {limit} is below {APP_BUSY_THREADS} cores: the event loop and the inference thread "
+            "can be throttled together"
+        )
+    if request is None or (limit is not None and cpu_cores(request) > cpu_cores(limit)):
+        problems.append(f"API CPU request {request!r} must be set and within the limit {limit!r}")
+    return problems
+
+
 def check_image_tags(objs: list[Obj], forbidden: frozenset[str] = LATEST) -> list[str]:
     """Every image names a tag (or digest), and not one that moves."""
     problems = []
@@ -830,6 +858,7 @@ COMMON_CHECKS: list[Check] = [
     check_probe_ports,
     check_api_pod,
     check_container_security,
+    check_api_cpu,
     check_image_tags,
     check_pdbs,
     check_redis_url,
@@ -1181,6 +1210,18 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_container_security,
         lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
         "allowPrivilegeEscalation",
+    ),
+    (
+        "api-cpu-limit-one-core",  # the limit before issue 14
+        check_api_cpu,
+        lambda o: _api_container(o)["resources"]["limits"].__setitem__("cpu", "1"),
+        "below 2 cores",
+    ),
+    (
+        "api-cpu-limit-millicores",
+        check_api_cpu,
+        lambda o: _api_container(o)["resources"]["limits"].__setitem__("cpu", "1500m"),
+        "below 2 cores",
     ),
     (
         "redis-no-limits",
