@@ -383,7 +383,8 @@ def observations(runs: list[Run], rate: int, p99_ms: float) -> list[str]:
         if dropped_writes := r.server.get("housing_api_redis_write_dropped_total"):
             facts.append(f"{sum(dropped_writes.values()):.0f} write-behind rows dropped (write queue full)")
         if r.dropped:
-            facts.append(f"{r.dropped} iterations dropped by k6 (offered load not fully sent: the SLO fails)")
+            its = "iteration" if r.dropped == 1 else "iterations"
+            facts.append(f"{r.dropped} {its} dropped by k6 (offered load not fully sent: the SLO fails)")
         if r.trend("p(99)") >= p99_ms:
             facts.append(f"**P99 {fmt_ms(r.trend('p(99)'))} ms misses the {p99_ms:g} ms SLO**")
         if r.sustained_rate < 0.95 * rate:
