@@ -59,6 +59,11 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_inflight_requests": ("gauge", frozenset()),
     "housing_api_rejected_requests_total": ("counter", frozenset({"reason"})),
     "housing_api_redis_up": ("gauge", frozenset()),
+    "housing_api_request_timeouts_total": ("counter", frozenset({"kind"})),
+    "housing_api_worker_errors_total": ("counter", frozenset({"stage"})),
+    "housing_api_stage_up": ("gauge", frozenset({"stage"})),
+    "housing_api_inflight_rows": ("gauge", frozenset()),
+    "housing_api_redis_write_dropped_total": ("counter", frozenset()),
     "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
     "housing_api_build_info": ("gauge", frozenset({"version"})),
 }
