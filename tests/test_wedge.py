@@ -309,9 +309,8 @@ def test_redis_paused_for_reads_costs_a_timeout_not_a_wedge(redis_server: RedisS
 # -- bodies and connections ----------------------------------------------------------------------
 def stalled_upload(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.sendall(
-        b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n[{"MedInc":'
-    )
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    s.sendall(head + b'[{"MedInc":')
     return s
 
 
@@ -387,7 +386,8 @@ def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisSe
                     k = rnd.random()
                     medinc = (FaultyModel.RAISE if k < 0.01 else FaultyModel.HANG if k < 0.015
                               else FaultyModel.KILL if k < 0.02 else round(rnd.uniform(1, 3), 2))  # fmt: skip
-                    batch = [{**ROW, "MedInc": medinc}] + fresh_rows(rnd.randint(0, 5), round(rnd.uniform(1, 3), 2))
+                    extra = fresh_rows(rnd.randint(0, 5), round(rnd.uniform(1, 3), 2))
+                    batch = [{**ROW, "MedInc": medinc}, *extra]
                     get = rnd.random() < 0.2
                     send = c.get("/predict", params=batch[0]) if get else c.post("/predict", json=batch)
                     r = await asyncio.wait_for(send, timeout_s + 3)  # a hang fails the test here
