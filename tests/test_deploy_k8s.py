@@ -27,6 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from housing_api.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / ".k8s"
 RENDERS = ("base", "overlays/dev", "overlays/prod")
@@ -38,7 +40,7 @@ KUBERNETES_VERSION = "1.32"
 API = "housing-api"  # Deployment, Service, HPA and PDB of the API
 REDIS = "housing-api-redis"  # Deployment and Service of the cache tier
 APP_UID = 10001
-APP_DRAIN_SECONDS = 20  # uvicorn's graceful shutdown timeout after SIGTERM (the service contract)
+SHUTDOWN_MARGIN_S = 2  # between the app's hard shutdown deadline and SIGKILL
 PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
 INTERNAL_PATHS = ("/metrics", "/livez")
 SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
@@ -583,19 +585,24 @@ def _istio_injected(objs: list[Obj], namespace: str | None) -> bool:
 
 
 def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
-    """The grace period outlasts preStop + drain, and so does the Istio sidecar where injected."""
+    """The grace period outlasts preStop + the app's hard shutdown deadline (SHUTDOWN_TIMEOUT_S,
+    which bounds its drain whatever is hung), and so does the Istio sidecar where injected."""
     deployment = api_deployment(objs)
     if deployment is None:
         return [f"no Deployment/{API}"]
-    pause = _prestop_sleep(pod_spec(deployment)["containers"][0])
+    container = pod_spec(deployment)["containers"][0]
+    pause = _prestop_sleep(container)
     if pause is None:
         return ["the API container has no preStop `sleep N`"]
-    needed = pause + APP_DRAIN_SECONDS
+    configured = config_value(objs, deployment, container, "SHUTDOWN_TIMEOUT_S")
+    shutdown = float(configured) if configured else Settings.model_fields["shutdown_timeout_s"].default
+    needed = pause + shutdown
     grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
     problems = []
-    if grace <= needed:
+    if grace < needed + SHUTDOWN_MARGIN_S:
         problems.append(
-            f"terminationGracePeriodSeconds={grace} does not exceed preStop {pause} s + drain {APP_DRAIN_SECONDS} s"
+            f"terminationGracePeriodSeconds={grace} is not preStop {pause} s + SHUTDOWN_TIMEOUT_S {shutdown:g} s "
+            f"+ {SHUTDOWN_MARGIN_S} s"
         )
     if _istio_injected(objs, namespace_of(deployment)):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
@@ -604,7 +611,7 @@ def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
         if not needed <= drain <= grace:
             problems.append(
                 f"the Istio sidecar drains for {drain:g} s; it must outlive preStop "
-                f"+ drain ({needed} s) and fit the grace period ({grace} s)"
+                f"+ shutdown ({needed:g} s) and fit the grace period ({grace} s)"
             )
     return problems
 
@@ -1099,6 +1106,12 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_graceful_shutdown,
         lambda o: pod_spec(_api(o)).__setitem__("terminationGracePeriodSeconds", 25),
         "terminationGracePeriodSeconds=25",
+    ),
+    (
+        "shutdown-deadline-past-the-grace-period",
+        check_graceful_shutdown,
+        lambda o: _config(o).__setitem__("SHUTDOWN_TIMEOUT_S", "60"),
+        "SHUTDOWN_TIMEOUT_S 60 s",
     ),
     (
         "sidecar-drains-5s",

@@ -427,3 +427,67 @@ def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisSe
     assert set(statuses) <= DOCUMENTED, sorted(set(statuses))
     assert statuses.count(200) > 1500  # faults cost the requests they touch, not the service
     assert state == {"inflight_rows": 0, "queued": 0, "admitted": 0, "down": 0, "ready": 200, "after": 200}
+
+
+# -- shutdown and startup --------------------------------------------------------------------------
+def test_shutdown_with_hung_work_ends_within_its_deadline_with_the_documented_code(tmp_path: Any) -> None:
+    import signal
+    import sys
+
+    from faulty_serve import HANG_MEDINC
+    from harness import ROOT, Proc, free_port
+
+    from housing_api.server import EXIT_SHUTDOWN_TIMEOUT
+
+    port = free_port()
+    env = {"MODEL_PATH": str(ROOT / "model" / "model.joblib"), "INLINE_PREDICT_ROWS": "0",
+           "REQUEST_TIMEOUT_S": "1", "SHUTDOWN_TIMEOUT_S": "4"}  # fmt: skip
+    server = Proc([sys.executable, str(ROOT / "tests" / "faulty_serve.py"), "serve", "--port", str(port)], env,
+                  cwd=ROOT, log=tmp_path / "serve.log")  # fmt: skip
+    server.spawn()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_until(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, 60), server.output()
+        hung = httpx.post(url + "/predict", json=[{**ROW, "MedInc": HANG_MEDINC}], timeout=10)
+        assert hung.status_code == 503  # the request's deadline; the model thread stays hung
+        server.signal(signal.SIGTERM)
+        # Inside the pod's grace period whatever is hung: the hard deadline, then the documented code.
+        assert server.wait(timeout_s=4 + 6) == EXIT_SHUTDOWN_TIMEOUT
+        assert "shutdown did not finish within 4 s" in server.output()
+    finally:
+        server.stop(timeout_s=1)
+
+
+def test_a_clean_shutdown_still_exits_0(tmp_path: Any) -> None:
+    from test_serve import Server
+
+    server = Server({"SHUTDOWN_TIMEOUT_S": "10"})
+    server.wait_ready()
+    assert httpx.post(server.url + "/predict", json=SAMPLE_BATCH).status_code == 200
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"MAX_BATCH_ROWS": "abc"}, "MAX_BATCH_ROWS=abc"),
+        ({"MEMORY_CACHE_ROWS": "-1"}, "MEMORY_CACHE_ROWS=-1"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL=localhost:6379: must start with redis://"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL=verbose: must be one of"),
+        ({"REQUEST_TIMEOUT_S": "0"}, "REQUEST_TIMEOUT_S=0"),
+        ({"MAX_QUEUED_ROWS": "10"}, "MAX_QUEUED_ROWS (10) must be >= MAX_BATCH_ROWS"),
+    ],
+)
+def test_a_bad_setting_stops_startup_with_one_line(env: dict[str, str], named: str) -> None:
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "housing_api", "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", **env}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("housing-api: cannot start: ") and named in lines[0]
