@@ -365,6 +365,19 @@ def test_open_connections_are_bounded(tmp_path: Any) -> None:
 DOCUMENTED = {200, 429, 500, 503}
 
 
+def record(name: str, values: dict[str, Any]) -> None:
+    """Keep a measurement for docs/reliability.md (build/measurements/wedge.json)."""
+    import json
+
+    from harness import ROOT
+
+    path = ROOT / "build" / "measurements" / "wedge.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found[name] = values
+    path.write_text(json.dumps(found, indent=1) + "\n")
+
+
 def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisServer) -> None:
     timeout_s = 1.0
     rnd = random.Random(20261129)
@@ -380,8 +393,10 @@ def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisSe
             prefix = app.state.settings.cache_prefix
             redis = redis_server.client()
             statuses: list[int] = []
+            faults_done: dict[str, int] = {}
 
-            async def client(n: int) -> None:
+            async def client(n: int, seed: int) -> None:
+                rnd = random.Random(seed)  # each client's requests are reproducible; interleaving is not
                 for _ in range(n):
                     k = rnd.random()
                     medinc = (FaultyModel.RAISE if k < 0.01 else FaultyModel.HANG if k < 0.015
@@ -390,26 +405,39 @@ def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisSe
                     batch = [{**ROW, "MedInc": medinc}, *extra]
                     get = rnd.random() < 0.2
                     send = c.get("/predict", params=batch[0]) if get else c.post("/predict", json=batch)
+                    started = time.perf_counter()
                     r = await asyncio.wait_for(send, timeout_s + 3)  # a hang fails the test here
+                    durations.append(time.perf_counter() - started)
                     statuses.append(r.status_code)
 
-            async def chaos() -> None:
-                for _ in range(40):
+            async def chaos(clients_done: asyncio.Event) -> None:
+                while not clients_done.is_set():  # faults come and go for the whole run
                     k = rnd.random()
                     row = {**ROW, "MedInc": round(rnd.uniform(1, 3), 2)}
                     if k < 0.4:
                         redis.set(row_key(prefix, version, row), rnd.choice(POISON[:9]))
+                        kind = "poisoned row value"
                     elif k < 0.6:
                         redis.set(http_key(prefix, version, row), rnd.choice(GET_POISON), ex=30)
+                        kind = "poisoned GET entry"
                     elif k < 0.7:
-                        redis.execute_command(
-                            "CLIENT", "PAUSE", str(rnd.randint(50, 400)), rnd.choice(["ALL", "WRITE"])
-                        )
+                        mode = rnd.choice(["ALL", "WRITE"])
+                        redis.execute_command("CLIENT", "PAUSE", str(rnd.randint(50, 400)), mode)
+                        kind = f"CLIENT PAUSE {mode}"
                     elif k < 0.75:
                         app.state.service.resolver.lookup._task.cancel()
+                        kind = "lookup stage killed"
+                    else:
+                        kind = "quiet"
+                    faults_done[kind] = faults_done.get(kind, 0) + 1
                     await asyncio.sleep(rnd.uniform(0.02, 0.15))
 
-            await asyncio.gather(chaos(), *(client(125) for _ in range(16)))
+            async def clients(clients_done: asyncio.Event) -> None:
+                await asyncio.gather(*(client(125, 20261129 + i) for i in range(1, 17)))
+                clients_done.set()
+
+            done = asyncio.Event()
+            await asyncio.gather(chaos(done), clients(done))
             await asyncio.sleep(0.3)  # let the last restart and write-behind finish
             resolver = app.state.service.resolver
             state = {
@@ -420,8 +448,14 @@ def test_a_randomized_fault_schedule_never_hangs_a_request(redis_server: RedisSe
                 "ready": (await c.get("/readyz")).status_code,
                 "after": (await c.post("/predict", json=fresh_rows(3, 9.0))).status_code,
             }
+            record("randomized_fault_schedule", {
+                "requests": len(statuses), "statuses": {str(k): statuses.count(k) for k in sorted(set(statuses))},
+                "slowest_s": round(max(durations), 3), "p99_s": round(sorted(durations)[int(len(durations) * 0.99)], 3),
+                "request_timeout_s": timeout_s, "faults": faults_done, "after": state,
+            })  # fmt: skip
             return statuses, state
 
+    durations: list[float] = []
     statuses, state = asyncio.run(scenario())
     assert len(statuses) == 2000
     assert set(statuses) <= DOCUMENTED, sorted(set(statuses))
@@ -491,3 +525,27 @@ def test_a_bad_setting_stops_startup_with_one_line(env: dict[str, str], named: s
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("housing-api: cannot start: ") and named in lines[0]
+
+
+def test_bodies_being_read_are_bounded_in_memory_and_refused_with_429() -> None:
+    async def scenario() -> None:
+        # 2 slots x 1 MiB: a third large upload in progress would pass the budget.
+        app = create_app(make_settings(max_inflight_requests=2, max_body_bytes=1_048_576))
+        async with running_app(app) as c:
+            gate = asyncio.Event()
+
+            async def slow_body() -> Any:
+                yield b"[" + b" " * 700_000
+                await gate.wait()
+                yield b"]"
+
+            held = [asyncio.create_task(c.post("/predict", content=slow_body())) for _ in range(2)]
+            while app.state.body_budget.held < 1_400_000:
+                await asyncio.sleep(0.01)
+            third = await c.post("/predict", content=b"[" + b" " * 700_000 + b"]")
+            assert third.status_code == 429 and "bodies being read" in third.json()["detail"]
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
+            assert app.state.body_budget.held == 0
+
+    asyncio.run(scenario())

@@ -160,33 +160,63 @@ def get_service(request: Request) -> PredictionService:
     return service
 
 
+class BodyBudget:
+    """Bytes of request bodies held in memory while they are being read, across all requests.
+
+    Bodies are read before admission, so MAX_INFLIGHT_REQUESTS no longer bounds them; this does,
+    at the same total as before (MAX_INFLIGHT_REQUESTS x MAX_BODY_BYTES), whatever the number of
+    connections. Past it a request gets 429 at once rather than the pod running out of memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.held -= n
+
+
 async def read_body(request: Request) -> bytes:
     """The body, within MAX_BODY_BYTES (413) and BODY_TIMEOUT_S (408).
 
     Read before the request takes an admission slot: a client that stalls its upload holds a
-    connection (bounded by LIMIT_CONCURRENCY), never a prediction slot."""
+    connection (bounded by LIMIT_CONCURRENCY) and at most its body's bytes (bounded by the body
+    budget), never a prediction slot."""
     settings = request.app.state.settings
     try:
         async with asyncio.timeout(settings.body_timeout_s):
-            return await read_limited_body(request, settings.max_body_bytes)
+            return await read_limited_body(request, settings.max_body_bytes, request.app.state.body_budget)
     except TimeoutError:
         request.app.state.metrics.timeouts.labels("body").inc()
         raise BodyTimeout() from None
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
+async def read_limited_body(request: Request, limit: int, budget: BodyBudget | None = None) -> bytes:
     """Read the body, refusing (413) as soon as it is known to be over the limit."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            if budget is not None and not budget.take(len(chunk)):
+                size -= len(chunk)
+                request.app.state.metrics.rejected.labels("body_budget").inc()
+                raise Overloaded(f"request bodies being read hold more than {budget.limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give_back(size)
 
 
 def check_json_content_type(request: Request) -> None:

@@ -55,9 +55,9 @@ class Settings(BaseSettings):
         10.0, gt=0, le=300, description="Longest a client may take to send its request body; past it: 408."
     )
     limit_concurrency: int = Field(
-        512,
+        4096,
         ge=1,
-        description="Open connections and requests uvicorn serves at once; past it uvicorn answers 503 at once.",
+        description="Open connections and requests uvicorn serves at once (bounds file descriptors); past it uvicorn answers 503 at once.",
     )
     shutdown_timeout_s: float = Field(
         25.0,

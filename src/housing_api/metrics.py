@@ -37,7 +37,7 @@ TIERS: dict[str, tuple[str, ...]] = {
 SOURCES = ("http", "memory", "redis", "model")
 QUEUE_STAGES = ("redis", "model", "redis_write")
 REDIS_OPS = ("ping", "get", "set")
-REJECT_REASONS = ("inflight_full", "queue_full")
+REJECT_REASONS = ("inflight_full", "queue_full", "body_budget")
 STAGES = ("lookup", "model", "write")
 TIMEOUT_KINDS = ("request", "body")
 
