@@ -75,8 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="California house-price predictions for batches of inputs, with a per-row cache.",
         lifespan=lifespan,
-        docs_url=None,  # mount_docs serves /docs and /redoc from local files, not a CDN
-        redoc_url=None,
+        docs_url=None,  # mount_docs serves /docs from local files, not a CDN
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN (docs_ui.py)
     )
     app.state.settings = settings
     app.state.metrics = metrics
