@@ -300,3 +300,23 @@ def test_the_dashboard_draws_the_alerts_thresholds() -> None:
     assert lines(latency) == [LATENCY_THRESHOLD_S]
     assert lines(errors) == [AVAILABILITY_BUDGET]
     assert f"p99 < {LATENCY_THRESHOLD_S * 1000:g} ms" in latency["title"]
+
+
+# --- the scrape job docs/deployment.md gives a Prometheus without the operator ----------------------
+
+
+def test_the_documented_scrape_job_and_rule_file_pass_promtool(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    config = yaml.safe_load(re.search(r"```yaml\n# prometheus.yml\n(.*?)```", text, flags=re.S)[1])
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "housing-api"  # what every rule selects
+    # Debian's promtool is built without Kubernetes service discovery, so the job's targets are
+    # swapped for a static one; its relabelling, the part we wrote, is checked as it is.
+    assert job.pop("kubernetes_sd_configs") == [{"role": "pod", "namespaces": {"names": ["housing-api"]}}]
+    job["static_configs"] = [{"targets": ["127.0.0.1:8000"]}]
+    config["rule_files"] = [str(RULES)]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool(), "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
