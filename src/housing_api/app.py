@@ -17,6 +17,7 @@ from housing_api.api import BodyBudget, build_router, install_error_handlers
 from housing_api.batching import Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
+from housing_api.docs_ui import mount_docs
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
 from housing_api.http_metrics import instrument
 from housing_api.keys import Row, key_namespace
@@ -78,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="California house-price predictions for batches of inputs, with a per-row cache.",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs from local files, not a CDN
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN (docs_ui.py)
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_router(validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
     instrument(app, registry)
+    mount_docs(app)
     return app
 
 
