@@ -54,9 +54,9 @@ def test_queue_depth_is_read_when_scraped() -> None:
             resolver = app.state.service.resolver
             registry = app.state.metrics.registry
             # Rows queued without waking the worker: the depth a scrape sees while the model is busy.
-            resolver._model_q.extend([object()] * 7)
+            resolver.predictor.queue.extend([object()] * 7)
             during = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
-            resolver._model_q.clear()
+            resolver.predictor.queue.clear()
             after = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
         return during, after
 
@@ -100,7 +100,7 @@ def test_latency_is_recorded_with_the_status_class() -> None:
     assert value("http_request_duration_highr_seconds_count") == 2
 
 
-def test_a_full_write_queue_counts_the_rows_it_pushes_out(redis_url: str) -> None:
+def test_a_full_write_queue_counts_the_rows_it_drops(redis_url: str) -> None:
     async def scenario() -> tuple[float | None, float | None]:
         app = create_app(make_settings(redis_url=redis_url, max_queued_rows=4, max_batch_rows=4))
         async with running_app(app) as c:
@@ -110,7 +110,7 @@ def test_a_full_write_queue_counts_the_rows_it_pushes_out(redis_url: str) -> Non
             await asyncio.sleep(0.05)  # the workers' first turn: the writer now waits to be woken
             # A write queue that a stalled Redis has let fill up (queued without waking the writer).
             prefix = app.state.settings.cache_prefix
-            resolver._write_q.extend((f"{prefix}:stalled-{i}", b"1.0") for i in range(4))
+            resolver.writer.queue.extend((f"{prefix}:stalled-{i}", b"1.0") for i in range(4))
             rows = [{**SAMPLE_BATCH[0], "MedInc": 20 + i} for i in range(3)]
             assert (await c.post("/predict", json=rows)).status_code == 200
             return before, value("housing_api_redis_write_dropped_total")

@@ -50,14 +50,18 @@ GC_PAUSE_BUCKETS: tuple[float, ...] = (
 
 TIERS: dict[str, tuple[str, ...]] = {
     "memory": ("hit", "miss", "error"),
-    "redis": ("hit", "miss", "error"),
+    # invalid: a value that did not decode to a finite float (or a valid response): used as a miss
+    # and overwritten.
+    "redis": ("hit", "miss", "error", "invalid"),
     # Whole GET /predict responses (fastapi-cache2); a miss goes on to the row tiers.
-    "http": ("hit", "miss"),
+    "http": ("hit", "miss", "invalid"),
 }
 SOURCES = ("http", "memory", "redis", "model")
 QUEUE_STAGES = ("redis", "model", "redis_write")
 REDIS_OPS = ("ping", "get", "set")
-REJECT_REASONS = ("inflight_full", "queue_full")
+REJECT_REASONS = ("inflight_full", "queue_full", "body_budget")
+STAGES = ("lookup", "model", "write")
+TIMEOUT_KINDS = ("request", "body")
 
 
 class GcPauses(Collector):
@@ -156,13 +160,28 @@ class ServiceMetrics:
             "housing_api_model_info", "Always 1; labels describe the loaded model.",
             ["version", "estimator", "fast_path"], registry=registry,
         )  # fmt: skip
-        self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
-        self.build_info.info({"version": __version__})
-        self.redis_write_dropped = Counter(
-            "housing_api_redis_write_dropped",
-            "Write-behind rows dropped unwritten because the bounded write queue was full.",
+        self.worker_errors = Counter(
+            "housing_api_worker_errors", "Batches a background stage failed on (exception or overrun bound).",
+            ["stage"], registry=registry,
+        )  # fmt: skip
+        self.stage_up = Gauge(
+            "housing_api_stage_up", "1 while the stage's loop runs; 0 while it is down (the pod is unready).",
+            ["stage"], registry=registry,
+        )  # fmt: skip
+        self.timeouts = Counter(
+            "housing_api_request_timeouts", "Requests cut off by a deadline: request (503) or body (408).",
+            ["kind"], registry=registry,
+        )  # fmt: skip
+        self.write_dropped = Counter(
+            "housing_api_redis_write_dropped", "Rows not written to Redis because the write-behind queue was full.",
             registry=registry,
         )  # fmt: skip
+        self.inflight_rows = Gauge(
+            "housing_api_inflight_rows", "Distinct rows being resolved now (the single-flight map; read when scraped).",
+            registry=registry,
+        )  # fmt: skip
+        self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
+        self.build_info.info({"version": __version__})
         # process_* (CPU, memory, file descriptors), python_gc_* and python_info, on this registry
         # rather than the process-wide default one that the instrumentator never serves.
         ProcessCollector(registry=registry)
@@ -184,6 +203,11 @@ class ServiceMetrics:
             self.redis_errors.labels(op)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for stage in STAGES:
+            self.worker_errors.labels(stage)
+            self.stage_up.labels(stage)
+        for kind in TIMEOUT_KINDS:
+            self.timeouts.labels(kind)
 
     def watch_queues(self, depths: Mapping[str, Callable[[], float]]) -> None:
         """Read each queue's depth when scraped: a value set by a worker loop is stale as soon as
@@ -192,7 +216,8 @@ class ServiceMetrics:
             self.queue_rows.labels(stage).set_function(depth)
 
     def count_http_tier(self, cache_status: str | None) -> None:
-        """Account for one GET /predict: a response-cache hit serves its row without the row tiers."""
+        """Account for one GET /predict: a response-cache hit serves its row without the row tiers.
+        (An invalid entry is counted where it is found, and then counts as a miss here.)"""
         if cache_status == "HIT":
             self.cache_lookups.labels("http", "hit").inc()
             self.rows_served.labels("http").inc()
