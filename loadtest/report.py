@@ -273,7 +273,16 @@ def fast_path(base_url: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def machine(k6: Path, runs: list[Run], notes: list[str]) -> list[str]:
+def service_defaults() -> str:
+    """The settings that shape latency and refusals, as the service started here had them."""
+    from housing_api.config import Settings
+
+    names = ("memory_cache_rows", "redis_timeout_ms", "batch_max_rows", "max_inflight_requests", "max_queued_rows",
+             "request_timeout_s", "inline_predict_rows")  # fmt: skip
+    return ", ".join(f"`{n.upper()}={Settings.model_fields[n].default:g}`" for n in names)
+
+
+def machine(k6: Path, runs: list[Run], notes: list[str], base_url: str = "") -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line))
@@ -295,6 +304,14 @@ def machine(k6: Path, runs: list[Run], notes: list[str]) -> list[str]:
         f"- k6: {k6_version}",
         f"- Python {platform.python_version()}; k6, redis-server and the service share the same cores",
         f"- service: commit `{commit}`, compiled inference path (fast path): {', '.join(paths)}",
+        *(
+            []
+            if base_url
+            else [
+                f"- service settings: `REDIS_URL` (its own redis-server), `OMP_NUM_THREADS=1`, and the "
+                f"defaults of `src/housing_api/config.py` for the rest: {service_defaults()}"
+            ]
+        ),
         *([f"- {note}" for note in notes]),
     ]
 
@@ -486,7 +503,7 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         "",
         "## How it was run",
         "",
-        *machine(args.k6, runs, args.note),
+        *machine(args.k6, runs, args.note, args.base_url),
         "",
         "The exact command:",
         "",
