@@ -126,6 +126,7 @@ P99_MS      ?= 50
 CACHE_RATES ?= 0,0.5,0.75,0.999,1
 PROMETHEUS_URL ?=
 WRITE       ?=
+NOTE        ?=
 
 .PHONY: loadtest loadtest-report
 
@@ -136,4 +137,4 @@ loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CAC
 loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> loadtest/results/report/ (WRITE=1: docs/loadtest/)
 	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \
 		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL)) \
-		$(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(WRITE),--write)
+		$(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(WRITE),--write) $(if $(NOTE),--note "$(NOTE)")
