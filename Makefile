@@ -55,15 +55,15 @@ IMAGE       ?= housing-api
 IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
 
-.PHONY: image k8s-render
+.PHONY: image image-test k8s-render
 
-image:  ## docker build $(IMAGE):$(IMAGE_TAG) (default tag: the short git sha)
-	docker build \
-		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
-		--build-arg REVISION=$$(git rev-parse HEAD) \
-		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(IMAGE_TAG) .
-	@echo "built $(IMAGE):$(IMAGE_TAG)"
+# -- image (docs/deployment.md, "The image") --
+image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debian base (scripts/image-build.sh)
+	scripts/image-build.sh $(IMAGE):$(IMAGE_TAG)
+
+image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
+	$(BIN)/pytest -q tests/test_image.py
+# -- end image --
 
 k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
 	@mkdir -p $(K8S_RENDER)
