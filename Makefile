@@ -76,7 +76,7 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 # -- performance and reliability ------------------------------------------------------------------
 BENCH_DURATION ?= 15s
 SOAK_DURATION ?= 10m
-.PHONY: bench bench-inference bench-startup soak audit
+.PHONY: bench bench-inference bench-startup soak audit capacity
 
 bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
 	@mkdir -p build
@@ -88,6 +88,9 @@ bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
+
+capacity: install  ## sizing numbers in one run: the image at the manifests' CPU request, Redis memory and commands (docs/capacity.md)
+	$(PY) bench/capacity.py
 
 soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
 	$(PY) bench/soak.py --duration $(SOAK_DURATION)
