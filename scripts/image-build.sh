@@ -33,7 +33,8 @@ args=(
 if [ "$engine" = podman ]; then
   # runc + ulimits through CONTAINERS_CONF (and the base image, unless IMAGE_BASE=python).
   if [ "${IMAGE_BASE:-debian}" = debian ]; then
-    eval "$(scripts/debian-base.sh)"
+    podman_env="$(scripts/debian-base.sh)" || exit $?
+    eval "$podman_env"
     args+=(
       --build-arg "BASE_IMAGE=$HOUSING_DEBIAN_BASE"
       --build-arg "PYTHON=/usr/bin/python3.11"
@@ -45,6 +46,7 @@ if [ "$engine" = podman ]; then
     )
   else
     eval "$(scripts/debian-base.sh --env)"
+    command -v podman >/dev/null 2>&1 || { echo "image-build: neither a Docker engine nor podman here" >&2; exit 3; }
   fi
   # --format docker keeps HEALTHCHECK (the OCI format has no field for it); --network host
   # reaches PyPI and the Debian mirror the way the host does.

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import tempfile
 import time
 import tomllib
 import warnings
@@ -235,3 +238,19 @@ def test_two_containers_share_redis(image: str, podman_env: dict[str, str], tmp_
             if container is not None:
                 container.remove()
         redis.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("runuser") is None, reason="needs root to become another user")
+def test_where_podman_cannot_run_the_base_script_says_why_in_one_line() -> None:
+    # Not root, no base image in this user's store: what an ordinary user of a fresh machine meets.
+    with tempfile.TemporaryDirectory() as home:  # not tmp_path: pytest's is private to root
+        os.chmod(home, 0o777)
+        env = {"PATH": os.environ["PATH"], "HOME": home, "HOUSING_PODMAN_DIR": f"{home}/podman",
+               "HOUSING_DEBIAN_BASE_LOCK": f"{home}/lock"}  # fmt: skip
+        argv = ["runuser", "-u", "nobody", "--", "env", *(f"{k}={v}" for k, v in env.items()),
+                str(ROOT / "scripts" / "debian-base.sh")]  # fmt: skip
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3 and result.stdout == "", result.stderr
+    # "debootstrap needs root", or "not root and podman ... missing (sudo apt-get install -y ...)"
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("debian-base: cannot run podman here: ") and "root" in line
