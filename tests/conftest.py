@@ -121,7 +121,10 @@ def built_image(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     )  # fmt: skip
     if build.returncode != 0:
         pytest.fail(f"scripts/image-build.sh failed:\n{(build.stdout + build.stderr)[-4000:]}")
+    # "built <image> with podman: N MB", past output capture (fd-level, so a print would vanish).
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(build.stdout.strip().splitlines()[-1])  # "built <image> with podman: N MB"
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(build.stdout.strip().splitlines()[-1])
     return image, env
