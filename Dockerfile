@@ -97,17 +97,6 @@ RUN find /app/.venv -name '*.so' ! -path '*/numpy*' -exec strip --strip-debug {}
 
 FROM base AS runtime
 ARG BASE_IMAGE
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-ARG CREATED=unknown
-LABEL org.opencontainers.image.title="housing-api" \
-      org.opencontainers.image.description="FastAPI service predicting California house prices, with a two-tier prediction cache" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.source="https://github.com/example/housing-api" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.base.name="${BASE_IMAGE}"
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot and fsGroup matches.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /app \
@@ -129,3 +118,16 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=2)"]
 # Exec form: the server is PID 1 and receives SIGTERM itself (no shell in between).
 CMD ["housing-api", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# Labels last: the build time and revision change on every build, and anything after them would
+# never come from the layer cache.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="housing-api" \
+      org.opencontainers.image.description="FastAPI service predicting California house prices, with a two-tier prediction cache" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="https://github.com/example/housing-api" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
