@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,9 @@ def draw(prom: Prometheus, start: float, end: float, out: Path, provenance: str)
     charts = [p for p in service if p["type"] != "stat"]
     stats = [(p["title"], _series(prom, p, start, end)) for p in service if p["type"] == "stat"]
     cols = 3
-    rows = len(charts) // cols + 1  # a last row with room for the stats
+    # The stat panels share what is left of the last row, or a row of their own if under two cells.
+    spare = -len(charts) % cols
+    rows = math.ceil(len(charts) / cols) + (0 if spare >= 2 else 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 6, rows * 3.1))
     cells = list(axes.flat)
     for ax, panel in zip(cells, charts, strict=False):
@@ -181,14 +184,14 @@ def draw(prom: Prometheus, start: float, end: float, out: Path, provenance: str)
     # The stat panels share what is left of the last row.
     for ax in cells[len(charts) :]:
         ax.remove()
-    first_free = len(charts) % cols
+    first_free = cols - spare if spare >= 2 else 0
     _draw_stats(fig.add_subplot(axes[0, 0].get_gridspec()[rows - 1, first_free:]), stats)
     fig.suptitle(
         "housing-api dashboard: the service panels after a short local load (red dashed lines: SLO and limits)\n"
-        + provenance,
+        + "\n".join(textwrap.wrap(provenance, 150)),
         fontsize=12, weight="bold",
     )  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.975))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
