@@ -24,7 +24,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,11 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import report  # bench/report.py, beside this file
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+import report  # noqa: E402  (bench/report.py, beside this file)
+from harness import Proc, RedisServer, Unavailable, free_port, wait_until  # noqa: E402  (shared with the tests)
+
 BIN = Path(sys.executable).parent
 K6 = BIN / "k6"
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "predict.lua"
@@ -97,12 +97,6 @@ class Run:
     load1: float
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def service_targets(redis_url: str, ablations: bool) -> list[Target]:
     serve = [str(BIN / "housing-api"), "serve", "--port", "{port}"]
     env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
@@ -155,8 +149,8 @@ def write_mlserver_settings(folder: Path, http_port: int) -> None:
     (folder / "settings.json").write_text(json.dumps(settings))
 
 
-class Process:
-    """A server process on a free port; records how long it took to become ready."""
+class Process(Proc):
+    """A target's server on a free port; records how long it took to become ready."""
 
     def __init__(self, target: Target) -> None:
         self.port = free_port()
@@ -164,40 +158,24 @@ class Process:
         if "MLSERVER_SETTINGS_DIR" in target.env:
             write_mlserver_settings(Path(target.env["MLSERVER_SETTINGS_DIR"]), self.port)
         argv = [a.replace("{port}", str(self.port)) for a in target.argv]
+        super().__init__(argv, {"OMP_NUM_THREADS": "1", **target.env})
         started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv,
-            env={**os.environ, "OMP_NUM_THREADS": "1", **target.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.spawn()
+        ready = wait_until(
+            lambda: not self.alive() or httpx.get(self.url + target.ready_path, timeout=1).status_code == 200,
+            timeout_s=90,
+            interval_s=0.02,
         )
-        while True:
-            try:
-                if httpx.get(self.url + target.ready_path, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() - started > 90:
-                self.stop()
-                raise RuntimeError(f"{target.name} did not start")
-            time.sleep(0.02)
+        if not ready or not self.alive():
+            self.stop(timeout_s=5)
+            raise RuntimeError(f"{target.name} did not start")
         self.ready_s = time.monotonic() - started
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 # -- the rows ----------------------------------------------------------------------------------
@@ -279,29 +257,6 @@ def measure(target: Target, scenario: Scenario, rnd: int, args: argparse.Namespa
 
 
 # -- redis -------------------------------------------------------------------------------------
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: make deps")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def flush(redis_url: str) -> None:
     import redis
 
@@ -316,7 +271,7 @@ def profile(target: Target, scenario: Scenario, args: argparse.Namespace, tmp: P
     try:
         warm(server, target)
         spy = subprocess.Popen(
-            [str(py_spy), "record", "--pid", str(server.proc.pid), "--rate", "250", "--format", "raw",
+            [str(py_spy), "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
              "--output", str(out), "--nonblocking", "--threads"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -375,7 +330,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         write_pool(tmp / "pool.txt")
-        redis_proc, redis_url = start_redis(tmp)
+        try:
+            redis_server = RedisServer(tmp).start()
+        except Unavailable as exc:
+            sys.exit(str(exc))
+        redis_url = redis_server.url
         started = {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         runs: list[Run] = []
         profile_text = ""
@@ -402,8 +361,7 @@ def main() -> None:
                 profile(service, SCENARIOS["batch100-half-repeated"], args, tmp, args.profile)
                 profile_text = args.profile.read_text()
         finally:
-            redis_proc.terminate()
-            redis_proc.wait()
+            redis_server.stop()
     result = {
         **machine(),
         "started": started,
