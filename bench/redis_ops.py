@@ -49,7 +49,7 @@ def bulk(arg: bytes) -> bytes:
 
 
 def packed_set_ex(batch: Items) -> bytes:
-    """N × SET key value EX ttl in RESP, built in one pass (what redis-py builds one arg at a time)."""
+    """N times SET key value EX ttl in RESP, built in one pass (what redis-py builds one arg at a time)."""
     ttl = bulk(str(TTL).encode())
     return b"".join(b"*5\r\n$3\r\nSET\r\n" + bulk(k) + bulk(v) + b"$2\r\nEX\r\n" + ttl for k, v in batch)
 
@@ -114,7 +114,9 @@ class Methods:
         await self._raw(packed_mget([k for k, _ in batch]), 1)
 
 
-async def per_row(call: Callable[[Items], Awaitable[object]], batches: list[Items], seconds: float) -> tuple[float, float]:
+async def per_row(
+    call: Callable[[Items], Awaitable[object]], batches: list[Items], seconds: float
+) -> tuple[float, float]:
     """Median wall µs per row and client CPU µs per row, over as many round trips as fit."""
     walls: list[float] = []
     cpu_start, i = time.process_time(), 0

@@ -97,7 +97,7 @@ class Run:
     load1: float
 
 
-def service_targets(redis_url: str, ablations: bool) -> list[Target]:
+def service_targets(redis_url: str, ablations: bool, variants: list[str] | None = None) -> list[Target]:
     serve = [str(BIN / "housing-api"), "serve", "--port", "{port}"]
     env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
     found = [
@@ -107,6 +107,9 @@ def service_targets(redis_url: str, ablations: bool) -> list[Target]:
     if ablations:
         found.append(Target("service, micro-batching off", serve, {**env, "MICRO_BATCHING": "false"}, ablation=True))
         found.append(Target("service, in-process tier off", serve, {**env, "MEMORY_CACHE_ROWS": "0"}, ablation=True))
+    for variant in variants or []:  # --variant NAME=VALUE: the service with one more setting, for tuning
+        name, _, value = variant.partition("=")
+        found.append(Target(f"service, {variant}", serve, {**env, name: value}, ablation=True))
     return found
 
 
@@ -317,6 +320,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of every server in every scenario")
     parser.add_argument("--scenarios", default=None, help="comma-separated subset of: " + ",".join(SCENARIOS))
     parser.add_argument("--no-ablations", action="store_true", help="only the ceiling app and the service")
+    parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
     parser.add_argument("--peers", action="store_true", help="the wrk scenarios against MLServer too (bench-peers)")
     parser.add_argument("--profile", type=Path, help="also py-spy the service under the batch scenario, to this file")
     parser.add_argument("--inference", type=Path, help="bench/inference.py output to include in the report")
@@ -339,7 +343,7 @@ def main() -> None:
         runs: list[Run] = []
         profile_text = ""
         try:
-            base = service_targets(redis_url, ablations=not args.no_ablations and not args.peers)
+            base = service_targets(redis_url, not args.no_ablations and not args.peers, args.variant)
             if args.peers:
                 base.append(mlserver_target(tmp))
             seed = 0

@@ -23,9 +23,9 @@ from housing_api.schemas import BatchValidator, HouseFeatures
 CacheStatus = Literal["HIT", "MISS", "PARTIAL"]
 
 
-def cache_status(sources: Sequence[Source]) -> CacheStatus:
+def cache_status(sources: list[Source]) -> CacheStatus:
     """HIT: every row came from a cache tier; MISS: every row from the model."""
-    from_model = sum(1 for s in sources if s == "model")
+    from_model = sources.count("model")
     if from_model == 0:
         return "HIT"
     return "MISS" if from_model == len(sources) else "PARTIAL"
