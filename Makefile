@@ -74,8 +74,8 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 	done
 
 # -- performance and reliability ------------------------------------------------------------------
-BENCH_DURATION ?= 10s
-BENCH_ROUNDS ?= 2
+BENCH_DURATION ?= 6s
+BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)

@@ -236,7 +236,7 @@ def _kept_notes(doc: Path) -> str:
 
 def _conditions(result: dict[str, Any], command: str) -> str:
     return (
-        f"`{command}`: {result['rounds']} rounds, wrk {result['duration']} and k6 {result['k6_duration']} per run; "
+        f"`{command}`: rounds: {result['rounds']}, each run {result['duration']} (wrk) or {result['k6_duration']} (k6); "
         f"started {result['started']['time']} (`uptime`: {result['started']['uptime']}), "
         f"finished {result['finished']['time']} (`uptime`: {result['finished']['uptime']})."
     )

@@ -5,7 +5,8 @@ bench/wrk/predict.lua building the POST bodies); the fixed-rate latency scenario
 (bench/k6/bench.js), whose open-loop executor wrk lacks. Every scenario runs each server in turn
 (ceiling app, service, ...), then again in the opposite order, --rounds times; the report takes
 the median of each server's runs, so a burst of load from elsewhere on the machine hits both
-sides rather than one. Each run gets a fresh server process and an empty Redis.
+sides rather than one. Each scenario starts fresh server processes on an empty Redis; within it
+the servers stay up, and every run sends rows that no earlier run sent.
 
     bench/run.py --json build/bench.json --write docs/benchmarks.md            # make bench
     bench/run.py --peers --json build/bench-peers.json --write docs/benchmarks.md  # make bench-peers
@@ -18,6 +19,7 @@ test: nothing here asserts a timing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -244,19 +247,35 @@ def run_k6(url: str, scenario: Scenario, duration: str, seed: int, tmp: Path) ->
             "failed": m["http_req_failed"]["values"]["rate"]}  # fmt: skip
 
 
-def measure(target: Target, scenario: Scenario, rnd: int, args: argparse.Namespace, tmp: Path, seed: int) -> Run:
-    server = Process(target)
+def measure(server: Process, target: Target, scenario: Scenario, rnd: int, args: argparse.Namespace, tmp: Path,
+            seed: int) -> Run:  # fmt: skip
+    load1 = os.getloadavg()[0]
+    if scenario.tool == "wrk":
+        m = run_wrk(server.url, target, scenario, args.duration, seed, tmp / "pool.txt")
+    else:
+        m = run_k6(server.url, scenario, args.k6_duration or args.duration, seed, tmp)
+    return Run(scenario.name, target.name, rnd, m["rps"], m["rps"] * scenario.batch, m["p50_ms"], m["p99_ms"],
+               m["failed"], server.rss_mb(), server.ready_s, load1)  # fmt: skip
+
+
+def run_scenario(scenario: Scenario, targets: list[Target], args: argparse.Namespace, tmp: Path,
+                 seeds: Iterator[int]) -> Iterator[Run]:  # fmt: skip
+    """Start every target once (one after the other, so each one's start-up time is its own),
+    then take turns: A B C, C B A, A B C, ... for --rounds rounds. Every run sends rows no earlier
+    run sent (its own seed), so the servers can stay up between runs and a run is short enough
+    for load from elsewhere on the machine to fall on both sides of a ratio."""
+    servers: list[tuple[Target, Process]] = []
     try:
-        warm(server, target)
-        load1 = os.getloadavg()[0]
-        if scenario.tool == "wrk":
-            m = run_wrk(server.url, target, scenario, args.duration, seed, tmp / "pool.txt")
-        else:
-            m = run_k6(server.url, scenario, args.k6_duration or args.duration, seed, tmp)
-        return Run(scenario.name, target.name, rnd, m["rps"], m["rps"] * scenario.batch, m["p50_ms"], m["p99_ms"],
-                   m["failed"], server.rss_mb(), server.ready_s, load1)  # fmt: skip
+        for target in targets:
+            server = Process(target)
+            servers.append((target, server))
+            warm(server, target)
+        for rnd in range(args.rounds):
+            for target, server in servers if rnd % 2 == 0 else servers[::-1]:
+                yield measure(server, target, scenario, rnd, args, tmp, next(seeds))
     finally:
-        server.stop()
+        for _, server in servers:
+            server.stop()
 
 
 # -- redis -------------------------------------------------------------------------------------
@@ -315,9 +334,9 @@ def mlserver_version() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", default="10s", help="wrk duration of each run")
+    parser.add_argument("--duration", default="6s", help="wrk duration of each run")
     parser.add_argument("--k6-duration", default=None, help="k6 duration of each fixed-rate run (default --duration)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of every server in every scenario")
+    parser.add_argument("--rounds", type=int, default=4, help="runs of every server in every scenario")
     parser.add_argument("--scenarios", default=None, help="comma-separated subset of: " + ",".join(SCENARIOS))
     parser.add_argument("--no-ablations", action="store_true", help="only the ceiling app and the service")
     parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
@@ -346,19 +365,16 @@ def main() -> None:
             base = service_targets(redis_url, not args.no_ablations and not args.peers, args.variant)
             if args.peers:
                 base.append(mlserver_target(tmp))
-            seed = 0
-            for rnd in range(args.rounds):
-                for name in names:
-                    scenario = SCENARIOS[name]
-                    order = [t for t in base if scenario.tool == "wrk" or not t.ablation]
-                    for target in order if rnd % 2 == 0 else order[::-1]:
-                        seed += 1
-                        flush(redis_url)
-                        run = measure(target, scenario, rnd, args, tmp, seed)
-                        runs.append(run)
-                        print(f"round {rnd + 1} {name:24s} {target.name:30s} {run.rps:9,.0f} req/s "
-                              f"{run.rows_per_s:9,.0f} rows/s  p99 {run.p99_ms:7.2f} ms  failed {run.failed:.2%}  "
-                              f"load {run.load1:.2f}", flush=True)  # fmt: skip
+            seeds = itertools.count(1)
+            for name in names:
+                scenario = SCENARIOS[name]
+                flush(redis_url)
+                for run in run_scenario(scenario, [t for t in base if scenario.tool == "wrk" or not t.ablation],
+                                        args, tmp, seeds):  # fmt: skip
+                    runs.append(run)
+                    print(f"round {run.round + 1} {name:24s} {run.target:30s} {run.rps:9,.0f} req/s "
+                          f"{run.rows_per_s:9,.0f} rows/s  p99 {run.p99_ms:7.2f} ms  failed {run.failed:.2%}  "
+                          f"load {run.load1:.2f}", flush=True)  # fmt: skip
             if args.profile:
                 flush(redis_url)
                 service = next(t for t in base if t.name == "service")
