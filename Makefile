@@ -79,7 +79,7 @@ BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
-.PHONY: bench bench-peers bench-inference bench-startup soak audit
+.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit
 
 bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
@@ -98,6 +98,9 @@ bench-peers: install $(MLSERVER_VENV)/.installed  ## the wrk scenarios against S
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
 	$(PY) bench/inference.py
+
+bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis lookup and write-behind, by method
+	$(PY) bench/redis_ops.py
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
