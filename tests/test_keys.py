@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from housing_api.keys import (
+    SMALL_BATCH,
     batch_digest,
     cache_keys,
     canonical_batch,
@@ -63,17 +64,23 @@ def _variants() -> list[dict[str, Any]]:
     return rows
 
 
-def test_canonical_batch_rows_are_canonical_row_of_each_row() -> None:
-    rows = _variants()
+# Sizes on both sides of SMALL_BATCH, so the per-row path and the numpy path are both held to it.
+SIZES = [1, 2, SMALL_BATCH - 1, SMALL_BATCH, SMALL_BATCH + 1, 56]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_canonical_batch_rows_are_canonical_row_of_each_row(size: int) -> None:
+    rows = _variants()[-size:]
     batch = canonical_batch(rows)
     assert batch.rows == [canonical_row(r) for r in rows]
     assert all(type(v) is float for row in batch.rows for v in row)
 
 
-def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical() -> None:
+@pytest.mark.parametrize("size", SIZES)
+def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical(size: int) -> None:
     # Keys already in Redis must still be found: the digest is blake2b-128 of the little-endian
     # float64 row, computed here independently of keys.py.
-    rows = _variants()
+    rows = _variants()[:size]
     batch = canonical_batch(rows)
     canonical = [tuple(float(r[name]) + 0.0 for name in ROW) for r in rows]
     expected_rows = [hashlib.blake2b(struct.pack("<8d", *c), digest_size=16).hexdigest() for c in canonical]
@@ -83,14 +90,16 @@ def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical() -> None:
     assert batch.data == b"".join(row_bytes(r) for r in batch.rows)
 
 
+@pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])
 @pytest.mark.parametrize(("value", "folded"), [(-0.0, True), (0.0, False), (0, False), (-1.0, False)])
-def test_canonical_batch_reports_a_folded_negative_zero(value: float, folded: bool) -> None:
-    batch = canonical_batch([ROW, {**ROW, "HouseAge": value}])
+def test_canonical_batch_reports_a_folded_negative_zero(value: float, folded: bool, size: int) -> None:
+    batch = canonical_batch([ROW, {**ROW, "HouseAge": value}, *[ROW] * (size - 2)])
     assert batch.folded_negative_zero is folded
     assert math.copysign(1.0, batch.rows[1][1]) == (1.0 if value == 0 else math.copysign(1.0, value))
 
 
-def test_canonical_batch_needs_every_feature() -> None:
+@pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])
+def test_canonical_batch_needs_every_feature(size: int) -> None:
     without = {k: v for k, v in ROW.items() if k != "Latitude"}
     with pytest.raises(KeyError):
-        canonical_batch([ROW, without])
+        canonical_batch([*[ROW] * (size - 1), without])

@@ -59,8 +59,14 @@ class CanonicalBatch:
     """True when some input value was -0.0 (the canonical row holds 0.0 there)."""
 
 
+SMALL_BATCH = 8
+"""Below this many rows numpy's fixed cost is more than the per-row loop it saves."""
+
+
 def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     """canonical_row for every row, vectorised; extra keys are ignored."""
+    if len(rows) < SMALL_BATCH:
+        return _small_batch(rows)
     n = len(rows)
     # One C-level pass: itemgetter picks the features in order, fromiter converts them to float64.
     raw = np.fromiter(chain.from_iterable(map(_VALUES, rows)), np.float64, n * len(FEATURES))
@@ -73,6 +79,14 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
         query_key=hashlib.blake2b(data, digest_size=16).hexdigest(),
         folded_negative_zero=bool(zeros.any() and np.signbit(raw[zeros]).any()),
     )
+
+
+def _small_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
+    canonical = [canonical_row(r) for r in rows]
+    data = b"".join(map(row_bytes, canonical))
+    # Packing the values as given differs from the canonical bytes only where a -0.0 was folded.
+    folded = b"".join(_PACK.pack(*_VALUES(r)) for r in rows) != data
+    return CanonicalBatch(canonical, data, hashlib.blake2b(data, digest_size=16).hexdigest(), folded)
 
 
 def row_digests(data: bytes) -> list[str]:
