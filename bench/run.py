@@ -342,6 +342,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
     parser.add_argument("--peers", action="store_true", help="the wrk scenarios against MLServer too (bench-peers)")
     parser.add_argument("--profile", type=Path, help="also py-spy the service under the batch scenario, to this file")
+    parser.add_argument("--profile-scenario", default="batch100-half-repeated", choices=list(SCENARIOS))
     parser.add_argument("--inference", type=Path, help="bench/inference.py output to include in the report")
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
     parser.add_argument("--write", type=Path, help="render the markdown report here (docs/benchmarks.md)")
@@ -378,7 +379,7 @@ def main() -> None:
             if args.profile:
                 flush(redis_url)
                 service = next(t for t in base if t.name == "service")
-                profile(service, SCENARIOS["batch100-half-repeated"], args, tmp, args.profile)
+                profile(service, SCENARIOS[args.profile_scenario], args, tmp, args.profile)
                 profile_text = args.profile.read_text()
         finally:
             redis_server.stop()
