@@ -236,7 +236,7 @@ def _kept_notes(doc: Path) -> str:
 
 def _conditions(result: dict[str, Any], command: str) -> str:
     return (
-        f"`{command}`: rounds: {result['rounds']}, each run {result['duration']} (wrk) or {result['k6_duration']} (k6); "
+        f"`{command}` at commit {result.get('commit', '?')}: rounds: {result['rounds']}, each run {result['duration']} (wrk) or {result['k6_duration']} (k6); "
         f"started {result['started']['time']} (`uptime`: {result['started']['uptime']}), "
         f"finished {result['finished']['time']} (`uptime`: {result['finished']['uptime']})."
     )

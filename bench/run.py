@@ -323,6 +323,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def commit() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True)  # fmt: skip
+    return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -385,6 +393,7 @@ def main() -> None:
             redis_server.stop()
     result = {
         **machine(),
+        "commit": commit(),
         "started": started,
         "finished": {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "duration": args.duration,
