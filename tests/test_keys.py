@@ -44,7 +44,9 @@ def test_extra_keys_are_ignored() -> None:
 
 def test_new_model_version_changes_the_key() -> None:
     row = canonical_row(ROW)
-    assert cache_keys(key_namespace("p", "a" * 64), [row]) != cache_keys(key_namespace("p", "b" * 64), [row])
+    assert cache_keys(key_namespace("p", "a" * 64, "r1"), [row]) != cache_keys(
+        key_namespace("p", "b" * 64, "r1"), [row]
+    )
 
 
 def test_batch_digest_depends_on_order_and_content() -> None:
@@ -103,3 +105,10 @@ def test_canonical_batch_needs_every_feature(size: int) -> None:
     without = {k: v for k, v in ROW.items() if k != "Latitude"}
     with pytest.raises(KeyError):
         canonical_batch([*[ROW] * (size - 1), without])
+
+
+def test_keys_carry_the_value_encoding() -> None:
+    row = canonical_row(ROW)
+    assert cache_keys(key_namespace("p", "a" * 64, "r1"), [row]) != cache_keys(
+        key_namespace("p", "a" * 64, "r2"), [row]
+    )
