@@ -82,7 +82,10 @@ def runs_table(summaries: list[Summary], base: str = "ceiling") -> str:
     ]
     for s in summaries:
         ref = find(summaries, s.scenario, base)
-        ratio = f"{s.rows_per_s / ref.rows_per_s:.0%}" if ref and s.target != base and "fixed" not in s.scenario else ""
+        ratio = ""
+        if ref and s.target != base and "fixed" not in s.scenario:
+            x = s.rows_per_s / ref.rows_per_s
+            ratio = f"{x:.0%}" if base == "ceiling" else f"{x:.1f}x"
         lines.append(
             f"| {s.scenario} | {s.target} | {s.rps:,.0f} | {s.rows_per_s:,.0f} | {_runs(s.runs_rows)} | {s.p50_ms:.2f} "
             f"| {s.p99_ms:.2f} | {s.failed:.2%} | {ratio} | {s.rss_mb:.0f} |"
