@@ -55,15 +55,15 @@ IMAGE       ?= housing-api
 IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
 
-.PHONY: image k8s-render
+.PHONY: image image-test k8s-render
 
-image:  ## docker build $(IMAGE):$(IMAGE_TAG) (default tag: the short git sha)
-	docker build \
-		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
-		--build-arg REVISION=$$(git rev-parse HEAD) \
-		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(IMAGE_TAG) .
-	@echo "built $(IMAGE):$(IMAGE_TAG)"
+# -- image (docs/deployment.md, "The image") --
+image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debian base (scripts/image-build.sh)
+	scripts/image-build.sh $(IMAGE):$(IMAGE_TAG)
+
+image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
+	$(BIN)/pytest -q tests/test_image.py
+# -- end image --
 
 k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
 	@mkdir -p $(K8S_RENDER)
@@ -79,7 +79,7 @@ BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
-.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit
+.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit capacity
 
 bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
@@ -104,6 +104,9 @@ bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis l
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
+
+capacity: install  ## sizing numbers in one run: the image at the manifests' CPU request, Redis memory and commands (docs/capacity.md)
+	$(PY) bench/capacity.py
 
 soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
 	$(PY) bench/soak.py --duration $(SOAK_DURATION)
