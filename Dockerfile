@@ -28,6 +28,16 @@ COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
+# The init container that fetches MODEL_URI's registry version into MODEL_STORE (`make image-fetch`;
+# docs/deployment.md, "Models from the MLflow registry"): the builder's venv plus MLflow's client
+# (the `mlflow` extra), which the runtime image leaves out. `docker build` without --target skips it.
+# Kubernetes runs it as uid 10001 (securityContext); it only reads the registry and writes /models.
+FROM builder AS fetch
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --extra mlflow
+ENV MODEL_STORE=/models
+ENTRYPOINT ["/app/.venv/bin/housing-api", "fetch-model"]
+
 FROM python:3.11.11-slim-bookworm AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown

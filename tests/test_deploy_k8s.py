@@ -757,6 +757,41 @@ def check_grafana_dashboard(objs: list[Obj]) -> list[str]:
     return []
 
 
+PINNED_MODEL = re.compile(r"models:/[A-Za-z0-9][A-Za-z0-9_.\-]*/[1-9][0-9]*")
+"""A registered model version by number: immutable, like an image tag. An alias (@champion) moves."""
+
+
+def check_prod_model(objs: list[Obj]) -> list[str]:
+    """Prod serves a pinned registry version: an init container fetches MODEL_URI into a volume the
+    API container reads (both see the same MODEL_URI and MODEL_STORE), and its calls to MLflow go
+    around the Istio sidecar, which does not exist yet while init containers run."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    spec = pod_spec(deployment)
+    api = spec["containers"][0]
+    problems = []
+    uri = config_value(objs, deployment, api, "MODEL_URI") or ""
+    if not PINNED_MODEL.fullmatch(uri):
+        problems.append(f"prod MODEL_URI {uri!r} is not a pinned registry version models:/<name>/<number>")
+    fetch = next((c for c in spec.get("initContainers", []) if c["name"] == "fetch-model"), None)
+    if fetch is None:
+        return [*problems, "API pod has no fetch-model init container"]
+    if config_value(objs, deployment, fetch, "MODEL_URI") != uri:
+        problems.append("fetch-model and the API container see different MODEL_URI values")
+    store = config_value(objs, deployment, api, "MODEL_STORE") or ""
+    volumes = [{m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}.get(store) for c in (fetch, api)]
+    if volumes[0] is None or volumes[0] != volumes[1]:
+        problems.append(f"fetch-model and the API container do not share MODEL_STORE {store!r}: {volumes}")
+    port = urlsplit(config_value(objs, deployment, fetch, "MLFLOW_TRACKING_URI") or "").port or 80
+    excluded = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if _istio_injected(objs, namespace_of(deployment)) and str(port) not in excluded.get(
+        "traffic.sidecar.istio.io/excludeOutboundPorts", ""
+    ).split(","):
+        problems.append(f"fetch-model's MLflow port {port} is not excluded from the sidecar")
+    return problems
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -779,6 +814,7 @@ PROD_CHECKS: list[Check] = [
     check_destination_rules,
     check_prod_namespace,
     check_grafana_dashboard,
+    check_prod_model,
 ]
 
 
@@ -809,6 +845,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "destination_rules",
         "prod_namespace",
         "grafana_dashboard",
+        "prod_model",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -883,7 +920,31 @@ def _redis_may_run_as_root(objs: list[Obj]) -> None:
     del _redis_container(objs)["securityContext"]["runAsNonRoot"]
 
 
+def _fetch_model(objs: list[Obj]) -> Obj:
+    return next(c for c in pod_spec(_api(objs))["initContainers"] if c["name"] == "fetch-model")
+
+
 MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
+    (
+        "model-alias-in-prod",
+        check_prod_model,
+        lambda o: _config(o).__setitem__("MODEL_URI", "models:/housing@champion"),
+        "not a pinned registry version",
+    ),
+    (
+        "model-store-not-shared",
+        check_prod_model,
+        lambda o: _fetch_model(o)["volumeMounts"][0].__setitem__("mountPath", "/var/models"),
+        "do not share MODEL_STORE",
+    ),
+    (
+        "mlflow-through-sidecar",
+        check_prod_model,
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].__setitem__(
+            "traffic.sidecar.istio.io/excludeOutboundPorts", "6379"
+        ),
+        "port 5000 is not excluded",
+    ),
     ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
     (
         "deployment-fights-hpa",

@@ -78,10 +78,12 @@ def check_stages(stages: list[Stage]) -> list[str]:
     """A builder stage and a runtime stage, both on the same pinned slim Python."""
     if len(stages) < 2:
         return [f"expected a multi-stage build, found {len(stages)} stage(s)"]
+    # A stage may also start from an earlier stage (the fetch image's builder extends the builder).
+    earlier = {s.name for s in stages}
     problems = [
         f"stage {s.name}: base {s.base!r} is not a pinned python:3.11.N-slim tag"
         for s in stages
-        if s.name != "uv" and not PINNED_SLIM_PYTHON.match(s.base)
+        if s.name != "uv" and not PINNED_SLIM_PYTHON.match(s.base) and s.base not in earlier
     ]
     if stages[0].base != stages[-1].base:
         # The venv's interpreter is a symlink into the base image: both must be the same one.

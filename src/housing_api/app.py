@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from housing_api.http_metrics import instrument
 from housing_api.keys import Row, key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
+from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
 
@@ -37,8 +39,9 @@ def _sample_response() -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing is loaded or connected until the lifespan starts."""
+def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> FastAPI:
+    """Build the app; nothing is loaded or connected until the lifespan starts. `source` is the model
+    the CLI already resolved (and fetched); without it the lifespan resolves the settings' own."""
     settings = settings or Settings()
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
@@ -46,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service, redis = await _start(settings, metrics, validator)
+        service, redis = await _start(settings, metrics, validator, source)
         app.state.service = service
         app.state.http_cache_backend = HttpCacheBackend(min(settings.memory_cache_rows, 10_000), redis)
         FastAPICache.init(
@@ -83,10 +86,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def model_source(settings: Settings) -> ModelSource:
+    """MODEL_URI (a registry version is fetched into MODEL_STORE first), else MODEL_PATH."""
+    return resolve_source(settings.model_uri, settings.model_path, settings.model_store, settings.mlflow_tracking_uri)
+
+
 async def _start(
-    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator
+    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator, source: ModelSource | None
 ) -> tuple[PredictionService, RedisTier | None]:
-    model = load_model(settings.model_path)
+    if source is None:
+        # Fetching from a registry is network I/O: keep it off the event loop.
+        source = await asyncio.to_thread(model_source, settings)
+    model = load_model(source.path, source.registry)
     # The estimator's name from model.json: model.estimator would unpickle it just for a label.
     metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
     redis = None
