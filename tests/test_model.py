@@ -47,7 +47,7 @@ def plausible_rows(n: int = 500) -> np.ndarray:
 
 def test_committed_model_meets_the_quality_bar() -> None:
     meta = json.loads(MODEL_PATH.with_suffix(".json").read_text())
-    assert meta["holdout_r2"] >= 0.85
+    assert meta["holdout_r2"] >= 0.859  # docs/model.md: what was tried for 0.86
     assert meta["version"] == sha256_hex(MODEL_PATH.read_bytes())
     assert meta["train_rows"] + meta["test_rows"] == 20640
 

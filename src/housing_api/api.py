@@ -253,7 +253,7 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
     @router.get(
         "/model",
         summary="Model metadata",
-        responses={200: {"content": {"application/json": {"example": {"version": "a7f2…", "holdout_r2": 0.8537}}}}},
+        responses={200: {"content": {"application/json": {"example": {"version": "9a14…", "holdout_r2": 0.8596}}}}},
     )
     async def model_metadata(request: Request) -> dict[str, Any]:
         """The metadata in model.json: version (sha256), scikit-learn version, features, R², MAE;

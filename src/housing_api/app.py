@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 def _sample_response() -> dict[str, Any]:
     return {
-        "query_key": "5d1c0c9a0f0a4b8e9d7c2f1e3a6b4c8d",
+        # What the committed model answers for SAMPLE_BATCH (tested in test_readme).
+        "query_key": "d55e3f4c8b28f2976949be05f14b42bb",
         "inputs": [{f: float(r[f]) for f in FEATURES} for r in SAMPLE_BATCH],
-        "prediction": [4.41, 1.73, 1.78, 1.40],
-        "model_version": "a7f2280e79f4d97e84b355d32dbfbcf9ea6858e7ece119ed3d0b1328df6258cb",
+        "prediction": [4.20150441045493, 1.908479869597477, 1.7725212919374334, 2.528655091889276],
+        "model_version": "9a14fecb57e9e7ba537144e6d8fd19d399281c9f0a3676ace26fef952d249f0c",
     }
 
 

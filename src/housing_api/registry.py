@@ -19,6 +19,7 @@ fetch-model` (the Kubernetes init container) fetched for the same MODEL_URI; see
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -180,6 +181,8 @@ class Registry:
     def __init__(self, tracking_uri: str | None) -> None:
         for name, value in CLIENT_DEFAULTS.items():
             os.environ.setdefault(name, value)
+        # urllib3 logs each retry as a warning; the one line a failed start prints says it all.
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         # ImportError propagates: resolve_source() falls back to a prefetched folder.
         from mlflow.tracking import MlflowClient
 
