@@ -85,7 +85,9 @@ def versions(mlflow_server: MLflowServer, tmp_path_factory: pytest.TempPathFacto
                     root / "v1" / "model.joblib")  # fmt: skip
     # The second in this process: the same code as the CLI's, without paying MLflow's import again.
     second_path = root / "v2" / "model.joblib"
-    result = train(second_path, max_iter=30)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SCIKIT_LEARN_DATA", str(DATA))
+        result = train(second_path, max_iter=30)
     second = Trained(register(Registry(mlflow_server.url), second_path, result, "housing").version, second_path)
     assert (first.number, second.number) == ("1", "2")
     return first, second
