@@ -30,12 +30,16 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from housing_api.app import create_app, model_source
-    from housing_api.config import Settings
+    from housing_api.app import RESOLVER_STOP_S, create_app, model_source
+    from housing_api.config import ConfigurationError, load_settings
     from housing_api.model import verify_artifact
     from housing_api.server import DrainingServer
 
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"housing-api: cannot start: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
@@ -53,10 +57,19 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=False,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=graceful_timeout(args, settings.shutdown_timeout_s, RESOLVER_STOP_S),
+        # Connections (and so stalled uploads) are bounded too: past it uvicorn answers 503 at once.
+        limit_concurrency=settings.limit_concurrency,
     )
-    DrainingServer(config, args.drain_seconds).run()
+    DrainingServer(config, args.drain_seconds, settings.shutdown_timeout_s).run()
     return 0
+
+
+def graceful_timeout(args: argparse.Namespace, shutdown_timeout_s: float, resolver_stop_s: float) -> int:
+    """uvicorn's drain of in-flight requests: what SHUTDOWN_TIMEOUT_S leaves after the other steps."""
+    if args.graceful_timeout is not None:
+        return int(args.graceful_timeout)
+    return max(int(shutdown_timeout_s - args.drain_seconds - resolver_stop_s - 2.0), 1)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -78,14 +91,14 @@ def _train(args: argparse.Namespace) -> int:
 
 def _registry(step: str) -> Any:
     """MLflow's client for MLFLOW_TRACKING_URI, or False after printing why there is none."""
-    from housing_api.config import Settings
+    from housing_api.config import ConfigurationError, load_settings
     from housing_api.registry import INSTALL_HINT, Registry
 
     try:
-        return Registry(Settings().mlflow_tracking_uri)
+        return Registry(load_settings().mlflow_tracking_uri)
     except ImportError:
         print(f"housing-api: cannot {step}: {INSTALL_HINT}", file=sys.stderr)
-    except ModelArtifactError as exc:
+    except (ModelArtifactError, ConfigurationError) as exc:
         print(f"housing-api: cannot {step}: {exc}", file=sys.stderr)
     return False
 
@@ -106,11 +119,15 @@ def _register(registry: Any, out: Path, result: Any, args: argparse.Namespace) -
 
 
 def _fetch_model(args: argparse.Namespace) -> int:
-    from housing_api.config import Settings
+    from housing_api.config import ConfigurationError, load_settings
     from housing_api.model import verify_artifact
     from housing_api.registry import is_registry_uri, parse_ref
 
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"housing-api: cannot fetch: {exc}", file=sys.stderr)
+        return 2
     uri = args.uri or settings.model_uri or ""
     if not is_registry_uri(uri):
         print("housing-api: cannot fetch: set MODEL_URI (or --uri) to models:/<name>/<version>", file=sys.stderr)
@@ -136,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM"
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="seconds to finish in-flight requests after SIGTERM (default: what SHUTDOWN_TIMEOUT_S leaves)",
     )
     serve.add_argument(
         "--drain-seconds",
