@@ -64,7 +64,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowSe
 
 def train_and_register(server: MLflowServer, out: Path, max_iter: int, *extra: str) -> str:
     """`housing-api train --register` with a quick model; the registered version's number."""
-    env = {**os.environ, "SCIKIT_LEARN_DATA": str(DATA), "MLFLOW_TRACKING_URI": server.url}
+    env = {**os.environ, "SCIKIT_LEARN_DATA": str(DATA), "MLFLOW_TRACKING_URI": server.url, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "housing_api", "train", "--out", str(out), "--max-iter", str(max_iter), "--register",
          *extra],

@@ -18,7 +18,7 @@ def train(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("SCIKIT_LEARN_DATA", "MLFLOW_TRACKING_URI")}
     return subprocess.run(
         [sys.executable, "-m", "housing_api", "train", *args],
-        env={**environment, **env}, capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**environment, "OMP_NUM_THREADS": "1", **env}, capture_output=True, text=True, timeout=600, cwd=ROOT,
     )  # fmt: skip
 
 
