@@ -59,18 +59,18 @@ IMAGE       ?= housing-api
 IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
 
-.PHONY: image image-fetch k8s-render
+.PHONY: image image-test image-fetch k8s-render
 
-image:  ## docker build $(IMAGE):$(IMAGE_TAG) (default tag: the short git sha)
-	docker build \
-		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
-		--build-arg REVISION=$$(git rev-parse HEAD) \
-		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(IMAGE_TAG) .
-	@echo "built $(IMAGE):$(IMAGE_TAG)"
+# -- image (docs/deployment.md, "The image") --
+image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debian base (scripts/image-build.sh)
+	scripts/image-build.sh $(IMAGE):$(IMAGE_TAG)
+
+image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
+	$(BIN)/pytest -q tests/test_image.py
+# -- end image --
 
 image-fetch:  ## docker build --target fetch $(IMAGE)-fetch:$(IMAGE_TAG): the init container that fetches MODEL_URI
-	docker build --target fetch -t $(IMAGE)-fetch:$(IMAGE_TAG) .
+	$$(command -v docker || command -v podman) build --target fetch -t $(IMAGE)-fetch:$(IMAGE_TAG) .
 	@echo "built $(IMAGE)-fetch:$(IMAGE_TAG)"
 
 k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
@@ -84,7 +84,7 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 # -- performance and reliability ------------------------------------------------------------------
 BENCH_DURATION ?= 15s
 SOAK_DURATION ?= 10m
-.PHONY: bench bench-inference bench-startup soak audit
+.PHONY: bench bench-inference bench-startup soak audit capacity
 
 bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
 	@mkdir -p build
@@ -96,6 +96,9 @@ bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
+
+capacity: install  ## sizing numbers in one run: the image at the manifests' CPU request, Redis memory and commands (docs/capacity.md)
+	$(PY) bench/capacity.py
 
 soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
 	$(PY) bench/soak.py --duration $(SOAK_DURATION)
