@@ -1618,8 +1618,22 @@ def test_image_check_reports_a_manifest_that_drifted_from_the_image(
 
 
 @pytest.mark.integration
+def prefetched_store(tmp_path: Path, model_uri: str) -> Path:
+    """What `housing-api fetch-model` leaves in MODEL_STORE for model_uri, with the committed model."""
+    from housing_api.registry import CURRENT, PROVENANCE, parse_ref
+
+    ref = parse_ref(model_uri)
+    folder = tmp_path / "models" / ref.name / str(ref.version)
+    folder.mkdir(parents=True)
+    for name in ("model.joblib", "model.json", "model.forest.npz"):
+        shutil.copy(ROOT / "model" / name, folder / name)
+    (folder / PROVENANCE).write_text(json.dumps({"name": ref.name, "version": ref.version}))
+    (tmp_path / "models" / CURRENT).write_text(json.dumps({"uri": model_uri, "name": ref.name, "version": ref.version}))
+    return tmp_path / "models"
+
+
 def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
-    rendered: dict[str, list[Obj]], built_image: tuple[str, dict[str, str]]
+    rendered: dict[str, list[Obj]], built_image: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     """The prod pod's settings, applied to the built image: its user, read-only root, emptyDir mounts,
     dropped capabilities and ConfigMap (without Redis: the cache is optional); each probe answers 200."""
@@ -1633,8 +1647,14 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
     if context.get("readOnlyRootFilesystem"):
         args += ["--read-only", "--read-only-tmpfs=false"]
     empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
-    args += [a for m in api.get("volumeMounts", []) if m["name"] in empty_dirs for a in ("--tmpfs", m["mountPath"])]
-    args += [a for k, v in _config(objs).items() if k != "REDIS_URL" for a in ("-e", f"{k}={v}")]
+    config = _config(objs)
+    # MODEL_STORE is the emptyDir the fetch-model init container fills from the registry: here, a
+    # folder laid out as it leaves it (test_registry.py runs the real fetch against a real MLflow).
+    store = prefetched_store(tmp_path, config["MODEL_URI"])
+    args += [a for m in api.get("volumeMounts", []) if m["name"] in empty_dirs
+             for a in (("-v", f"{store}:{m['mountPath']}:ro") if m["mountPath"] == config["MODEL_STORE"]
+                       else ("--tmpfs", m["mountPath"]))]  # fmt: skip
+    args += [a for k, v in config.items() if k != "REDIS_URL" for a in ("-e", f"{k}={v}")]
     port = container_port(deployment, "http")
     assert port is not None
     container = Container(built_image[0], built_image[1], *args, port=port["containerPort"]).start()
@@ -1644,5 +1664,7 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
             get = api[probe]["httpGet"]
             assert container_port(deployment, get["port"]) == port
             assert httpx.get(container.url + get["path"], timeout=api[probe]["timeoutSeconds"]).status_code == 200
+        # The runtime image has no MLflow client: it served the folder the init container left.
+        assert httpx.get(container.url + "/model", timeout=5).json()["registry"]["uri"] == config["MODEL_URI"]
     finally:
         container.remove()
