@@ -82,17 +82,33 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 	done
 
 # -- performance and reliability ------------------------------------------------------------------
-BENCH_DURATION ?= 15s
+BENCH_DURATION ?= 6s
+BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
-.PHONY: bench bench-inference bench-startup soak audit capacity
+MLSERVER_VENV := build/mlserver-venv
+SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
+.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit capacity
 
-bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
+bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
 	$(PY) bench/inference.py | tee build/inference.txt
-	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json --inference build/inference.txt --write docs/benchmarks.md
+	$(PY) bench/run.py --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --inference build/inference.txt \
+		--profile build/profile-batch.txt --json build/bench.json --write docs/benchmarks.md
+
+$(MLSERVER_VENV)/.installed: pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing --python $(PY) $(MLSERVER_VENV)
+	$(UV) pip install -q --python $(MLSERVER_VENV)/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "$(SKLEARN_PIN)"
+	@touch $@
+
+bench-peers: install $(MLSERVER_VENV)/.installed  ## the wrk scenarios against Seldon MLServer on the same model -> docs/benchmarks.md
+	$(PY) bench/run.py --peers --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --json build/bench-peers.json \
+		--write docs/benchmarks.md
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
 	$(PY) bench/inference.py
+
+bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis lookup and write-behind, by method
+	$(PY) bench/redis_ops.py
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
