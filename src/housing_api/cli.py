@@ -74,7 +74,16 @@ def graceful_timeout(args: argparse.Namespace, shutdown_timeout_s: float, resolv
 
 def _train(args: argparse.Namespace) -> int:
     from housing_api.errors import TrainingDataMissing
-    from housing_api.train import train
+
+    try:
+        from housing_api.train import train
+    except ImportError as exc:  # the runtime image and a plain install leave scikit-learn out
+        print(
+            f"housing-api: cannot train: {exc.name or 'scikit-learn'} is not installed; "
+            "install the train extra: pip install 'housing-api[train]' (make install does)",
+            file=sys.stderr,
+        )
+        return 2
 
     registry = _registry("train") if args.register else None
     if registry is False:
