@@ -128,7 +128,7 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 .PHONY: dashboard-png prometheus-rule alerts-test docs-png
 
 dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
-	$(PY) scripts/dashboard_png.py --out docs/dashboard.png
+	$(PY) scripts/dashboard_png.py --out docs/dashboard.png $(if $(NOTE),--note "$(NOTE)")
 
 prometheus-rule: install  ## write the component's PrometheusRule from prometheus/alerts.yaml
 	$(PY) scripts/prometheus_rule.py
@@ -149,8 +149,11 @@ RAMP        ?= 1m
 DURATION    ?= 5m
 RATE        ?= 300
 BATCH_SIZE  ?= 1
-P99_MS      ?= 100
+P99_MS      ?= 50
 CACHE_RATES ?= 0,0.5,0.75,0.999,1
+PROMETHEUS_URL ?=
+WRITE       ?=
+NOTE        ?=
 
 .PHONY: loadtest loadtest-report
 
@@ -158,6 +161,7 @@ loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CAC
 	BASE_URL=$(or $(BASE_URL),http://$(HOST):$(PORT)) RAMP=$(RAMP) DURATION=$(DURATION) RATE=$(RATE) \
 		BATCH_SIZE=$(BATCH_SIZE) P99_MS=$(P99_MS) $(K6) run --no-usage-report loadtest/k6/load.js
 
-loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> docs/loadtest/
+loadtest-report: install  ## load.js at the lab's cache rates (own redis + service unless BASE_URL) -> loadtest/results/report/ (WRITE=1: docs/loadtest/)
 	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \
-		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL))
+		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL)) \
+		$(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(WRITE),--write) $(if $(NOTE),--note "$(NOTE)")

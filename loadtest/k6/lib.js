@@ -7,7 +7,7 @@
 // the lab's behaviour. The server counts rows, so its hit ratio is expected to be CACHE_RATE.
 import http from 'k6/http';
 import exec from 'k6/execution';
-import { check } from 'k6';
+import { check, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 
 // -- configuration --------------------------------------------------------------------------
@@ -24,6 +24,9 @@ function str(name, fallback) {
   return raw === undefined || raw === '' ? fallback : raw;
 }
 
+// Pre-allocated VUs cover answers up to this many times P99_MS at RATE (see config()).
+export const VU_HEADROOM = 4;
+
 // Every knob, from the environment; `defaults` differ between load.js and smoke.js.
 export function config(defaults) {
   const cfg = {
@@ -35,15 +38,23 @@ export function config(defaults) {
     duration: str('DURATION', defaults.duration),
     p99Ms: num('P99_MS', defaults.p99Ms),
     executor: str('EXECUTOR', 'ramping-arrival-rate'),
-    // VUS: the users of ramping-vus, or the VUs allocated before an arrival-rate test starts
-    // (k6 adds more, up to MAX_VUS, when answers are slow; creating them mid-test costs CPU).
-    vus: num('VUS', str('EXECUTOR', 'ramping-arrival-rate') === 'ramping-vus' ? defaults.users : defaults.vus),
-    maxVus: num('MAX_VUS', defaults.maxVus),
     poolSize: num('POOL_SIZE', 100),
     seed: str('SEED', ''),
+    // Seconds setup() waits after the warm-up, so a Prometheus scraping every SETTLE_S / 2 or
+    // faster has seen the warm-up before the load starts (loadtest/report.py --prometheus-url).
+    settleS: num('SETTLE_S', 0),
     summaryPath: str('SUMMARY_PATH', 'loadtest/results/summary.json'),
     scenario: defaults.scenario,
   };
+  // VUS: the users of ramping-vus, or the VUs an arrival-rate test allocates before it starts:
+  // by default enough to keep RATE requests in flight for VU_HEADROOM times the SLO each
+  // (Little's law), so k6 never creates VUs mid-test (that stalls iterations and drops them).
+  // MAX_VUS defaults to VUS: a run that needs more is one whose answers are far past the SLO.
+  const forRate = Math.ceil((cfg.rate * cfg.p99Ms * VU_HEADROOM) / 1000);
+  const closedLoop = cfg.executor === 'ramping-vus';
+  cfg.vus = num('VUS', closedLoop ? defaults.users : Math.max(defaults.vus, forRate));
+  cfg.maxVus = num('MAX_VUS', cfg.vus);
+  if (!(cfg.vus >= 1 && cfg.maxVus >= cfg.vus)) throw new Error('VUS must be >= 1 and MAX_VUS >= VUS');
   if (!(cfg.cacheRate >= 0 && cfg.cacheRate <= 1)) throw new Error('CACHE_RATE must be in [0, 1]');
   if (!(Number.isInteger(cfg.batchSize) && cfg.batchSize >= 1 && cfg.batchSize <= 1000)) {
     throw new Error('BATCH_SIZE must be an integer in [1, 1000]');
@@ -69,7 +80,7 @@ export function options(cfg) {
           startRate: 0,
           timeUnit: '1s',
           preAllocatedVUs: cfg.vus,
-          maxVUs: Math.max(cfg.vus, cfg.maxVus),
+          maxVUs: cfg.maxVus,
           stages: [
             { duration: cfg.ramp, target: cfg.rate },
             { duration: cfg.duration, target: cfg.rate },
@@ -94,9 +105,11 @@ export function options(cfg) {
       // Any non-2xx, 429 included, is an error, and the SLO allows none.
       [`http_req_failed${only}`]: ['rate==0'],
       [`checks${only}`]: ['rate==1'],
+      // An iteration k6 could not start is a request the SLO never saw: the run fails.
+      dropped_iterations: ['count==0'],
     },
     summaryTrendStats: ['avg', 'min', 'med', 'max', 'p(50)', 'p(90)', 'p(95)', 'p(99)', 'count'],
-    setupTimeout: '60s',
+    setupTimeout: `${60 + cfg.settleS}s`,
     discardResponseBodies: false,
   };
 }
@@ -237,10 +250,13 @@ export function setup(cfg, pool) {
     warmed += Math.min(1000, pool.length - i);
   }
   const seed = Math.floor(cfg.seed === '' ? Math.random() * 1e12 : Math.abs(Number(cfg.seed))) % 1e12;
-  return { seed, warmedRows: warmed, metricsAfterWarmup: scrape(cfg.baseUrl) };
+  const warmedAt = Date.now() / 1000;
+  if (cfg.settleS > 0) sleep(cfg.settleS);
+  return { seed, warmedRows: warmed, warmedAt, loadFrom: Date.now() / 1000, metricsAfterWarmup: scrape(cfg.baseUrl) };
 }
 
-// The service's row counters, or null when /metrics is not reachable (e.g. behind a gateway).
+// The service's row counters, or null when /metrics is not reachable (e.g. behind a gateway:
+// then loadtest/report.py reads them through Prometheus). model_rows: rows that reached the model.
 export function scrape(baseUrl) {
   const res = http.get(`${baseUrl}/metrics`, { tags: { phase: 'scrape' } });
   if (res.status !== 200) return null;
@@ -248,7 +264,8 @@ export function scrape(baseUrl) {
   const re = /^housing_api_rows_served_total\{source="(\w+)"\} ([0-9.e+]+)$/gm;
   let m;
   while ((m = re.exec(res.body)) !== null) rows[m[1]] = Number(m[2]);
-  return { rows_served: rows };
+  const model = /^housing_api_model_batch_rows_sum ([0-9.e+]+)$/m.exec(res.body);
+  return { rows_served: rows, model_rows: model ? Number(model[1]) : null };
 }
 
 // -- summary --------------------------------------------------------------------------------
@@ -296,7 +313,11 @@ export function textSummary(cfg, data) {
   }
   if (failed) lines.push(`  failed .......... ${(failed.values.rate * 100).toFixed(2)}% (${failed.values.passes} requests)`);
   if (checks) lines.push(`  checks .......... ${(checks.values.rate * 100).toFixed(2)}% passed`);
-  if (dropped) lines.push(`  dropped ......... ${dropped.values.count} iterations (k6 had no free VU: raise MAX_VUS)`);
+  if (dropped && dropped.values.count > 0) {
+    lines.push(`  dropped ......... ${dropped.values.count} iterations: ${droppedHint(cfg, data)}`);
+  } else if (cfg.executor === 'ramping-arrival-rate') {
+    lines.push('  dropped ......... 0 iterations');
+  }
   if (pool + fresh > 0) {
     lines.push(`  rows ............ ${pool} from the pool, ${fresh} fresh: ${((100 * pool) / (pool + fresh)).toFixed(2)}% repeated`);
   }
@@ -311,4 +332,18 @@ export function textSummary(cfg, data) {
   }
   lines.push(`  summary JSON .... ${cfg.summaryPath}`, '');
   return lines.join('\n');
+}
+
+// Why k6 dropped iterations, and the knob that would change it.
+export function droppedHint(cfg, data) {
+  const allocated = data.metrics.vus_max ? data.metrics.vus_max.values.max : cfg.maxVus;
+  const busy = data.metrics.vus ? data.metrics.vus.values.max : 0;
+  if (allocated > cfg.vus) {
+    return `k6 created ${allocated - cfg.vus} VUs mid-test, which stalls iterations: pre-allocate them (VUS=${allocated})`;
+  }
+  if (busy >= allocated) {
+    const ms = Math.round((1000 * allocated) / cfg.rate);
+    return `all ${allocated} VUs were waiting for answers, i.e. answers took over ~${ms} ms at RATE=${cfg.rate}: the service is overloaded (raise VUS only to measure how slow)`;
+  }
+  return `only ${busy} of ${allocated} VUs were busy: k6 could not start iterations on time (short of CPU? it shares the cores with the service)`;
 }

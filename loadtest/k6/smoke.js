@@ -15,7 +15,6 @@ const cfg = lib.config({
   p99Ms: 500,
   vus: 10,
   users: 5,
-  maxVus: 50,
 });
 const pool = lib.makePool(cfg.poolSize);
 

@@ -70,9 +70,11 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         # reach keeps full collections under load short (one took 135 ms, a p99 spike, without this).
         gc.collect()
         gc.freeze()
+        metrics.gc_pauses.install()
         try:
             yield
         finally:
+            metrics.gc_pauses.remove()
             await service.resolver.stop(RESOLVER_STOP_S)
             await http_cache.drain(1.0)
             if redis is not None:

@@ -1,4 +1,10 @@
-"""HTTP metrics: prometheus-fastapi-instrumentator's, plus requests in progress on our registry.
+"""HTTP metrics: prometheus-fastapi-instrumentator's middleware with our own metric set, plus
+requests in progress, all on the app's registry.
+
+The instrumentator's default set records latency without the status class, so fast 422s and 429s
+share the histogram with real answers and an overload makes the p99 line go *down*. Its own
+`latency` helper can add the label, but then the default set (requests, sizes) is gone too, so
+`_instrumentation` records the same names in one function, with `status` on the latency histogram.
 
 The instrumentator's own in-progress gauge ignores its `registry` argument and registers on the
 process-wide one, so a second app in the same process (every test module) fails with
@@ -8,9 +14,12 @@ would have had, on the app's registry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.metrics import Info
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -83,6 +92,43 @@ class InProgress:
         return count
 
 
+def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
+    """The instrumentator's default metrics, except that latency carries the status class: the SLO
+    is on `http_request_duration_seconds{handler="/predict", status="2xx"}`."""
+    requests = Counter(
+        "http_requests_total", "Requests by method, status class and route template.",
+        ["method", "status", "handler"], registry=registry,
+    )  # fmt: skip
+    request_size = Summary(
+        "http_request_size_bytes", "Request bodies (Content-Length) by route template.", ["handler"],
+        registry=registry,
+    )  # fmt: skip
+    response_size = Summary(
+        "http_response_size_bytes", "Response bodies (Content-Length) by route template.", ["handler"],
+        registry=registry,
+    )  # fmt: skip
+    latency_all = Histogram(
+        "http_request_duration_highr_seconds", "Latency of every request, all routes and statuses together.",
+        buckets=LATENCY_BUCKETS, registry=registry,
+    )  # fmt: skip
+    latency = Histogram(
+        "http_request_duration_seconds", "Latency by route template, method and status class.",
+        ["handler", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
+    )  # fmt: skip
+
+    def observe(info: Info) -> None:
+        handler, method, status = info.modified_handler, info.method, info.modified_status
+        duration = info.modified_duration
+        requests.labels(method, status, handler).inc()
+        request_size.labels(handler).observe(int(info.request.headers.get("Content-Length", 0)))
+        headers = getattr(info.response, "headers", None)
+        response_size.labels(handler).observe(int(headers.get("Content-Length", 0)) if headers else 0)
+        latency_all.observe(duration)
+        latency.labels(handler, method, status).observe(duration)
+
+    return observe
+
+
 def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
     """http_* metrics on `registry`, labelled by route template, method and status class."""
     Instrumentator(
@@ -92,9 +138,7 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         should_instrument_requests_inprogress=False,  # see the module docstring
         excluded_handlers=[f"^{METRICS_PATH}$"],
         registry=registry,
-    ).instrument(app, latency_lowr_buckets=LATENCY_BUCKETS, latency_highr_buckets=LATENCY_BUCKETS).expose(
-        app, endpoint=METRICS_PATH, include_in_schema=False
-    )
+    ).add(_instrumentation(registry)).instrument(app).expose(app, endpoint=METRICS_PATH, include_in_schema=False)
     gauge = Gauge(
         "http_requests_inprogress", "HTTP requests being served, by route template and method.",
         ["handler", "method"], registry=registry,

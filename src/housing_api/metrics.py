@@ -8,15 +8,32 @@ read at scrape time (multiprocess mode supports neither callback gauges nor per-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import bisect
+import gc
+import itertools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from housing_api import __version__
 
 # Cache hits answer in well under a millisecond; the default first bucket (10 ms) would hide them.
+# The last bucket is the request deadline (REQUEST_TIMEOUT_S, 5 s), so a p99 at it reads as such.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 # A one-row call on the compiled path takes microseconds; a 1024-row call on a throttled CPU, or
 # the first call after start-up, can take most of a second.
@@ -25,6 +42,11 @@ INFERENCE_BUCKETS: tuple[float, ...] = (
     0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+# A young-generation collection takes tens of microseconds; a full one over a large heap, tens to
+# hundreds of milliseconds (one took 135 ms before gc.freeze(), see docs/reliability.md).
+GC_PAUSE_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
 
 TIERS: dict[str, tuple[str, ...]] = {
     "memory": ("hit", "miss", "error"),
@@ -40,6 +62,53 @@ REDIS_OPS = ("ping", "get", "set")
 REJECT_REASONS = ("inflight_full", "queue_full", "body_budget")
 STAGES = ("lookup", "model", "write")
 TIMEOUT_KINDS = ("request", "body")
+
+
+class GcPauses(Collector):
+    """housing_api_gc_pause_seconds{generation}: how long each garbage collection stopped the process.
+
+    The gc callback runs inside the collector, on whichever thread allocated: it only reads the
+    clock and bumps plain integers (no lock, so a collection that starts while a scrape holds a
+    metric's lock cannot deadlock on it), and the histogram is built when scraped. Collections never
+    overlap (CPython runs one at a time), so the callback has no concurrent writer to race.
+    """
+
+    GENERATIONS = 3
+
+    def __init__(self, buckets: tuple[float, ...] = GC_PAUSE_BUCKETS) -> None:
+        self._bounds = buckets
+        self._counts = [[0] * (len(buckets) + 1) for _ in range(self.GENERATIONS)]
+        self._sums = [0.0] * self.GENERATIONS
+        self._started = 0.0
+
+    def callback(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+            return
+        generation, pause = info["generation"], now - self._started
+        self._counts[generation][bisect.bisect_left(self._bounds, pause)] += 1
+        self._sums[generation] += pause
+
+    def install(self) -> None:
+        """Start timing collections (the app's lifespan; gc.callbacks is process-wide)."""
+        if self.callback not in gc.callbacks:
+            gc.callbacks.append(self.callback)
+
+    def remove(self) -> None:
+        if self.callback in gc.callbacks:
+            gc.callbacks.remove(self.callback)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "housing_api_gc_pause_seconds", "Duration of garbage collections, by generation.",
+            labels=["generation"],
+        )  # fmt: skip
+        bounds = [repr(float(b)) for b in self._bounds] + ["+Inf"]
+        for generation in range(self.GENERATIONS):
+            cumulative = itertools.accumulate(list(self._counts[generation]))
+            family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), self._sums[generation])
+        yield family
 
 
 class ServiceMetrics:
@@ -113,6 +182,13 @@ class ServiceMetrics:
         )  # fmt: skip
         self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
         self.build_info.info({"version": __version__})
+        # process_* (CPU, memory, file descriptors), python_gc_* and python_info, on this registry
+        # rather than the process-wide default one that the instrumentator never serves.
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self.gc_pauses = GcPauses()
+        registry.register(self.gc_pauses)
         self._create_series()
 
     def _create_series(self) -> None:
