@@ -15,7 +15,7 @@ PORT        ?= 8000
 SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
 export SCIKIT_LEARN_DATA
 
-.PHONY: help install deps run test lint typecheck train lock-check clean
+.PHONY: help install deps run test lint typecheck train lock-check clean fresh-test
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -45,6 +45,9 @@ lock-check:  ## fail when uv.lock is out of date with pyproject.toml
 
 train: install  ## retrain model/model.joblib + model/model.json from SCIKIT_LEARN_DATA
 	$(BIN)/housing-api train
+
+fresh-test:  ## the quickstart in a bare Debian 12 podman container: make run, the README's curl, make test (root)
+	bash scripts/fresh-test.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
