@@ -13,7 +13,7 @@ chmod +x /usr/sbin/policy-rc.d
 step "apt-get install make git ca-certificates python3 curl (what a newcomer adds to a bare Debian 12)"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git ca-certificates python3 curl >/dev/null
-git clone -q /fresh/repo.bundle /root/housing-api
+git -c advice.detachedHead=false clone -q /fresh/repo.bundle /root/housing-api
 cd /root/housing-api
 step "cloned $(git rev-parse --short HEAD) into $PWD; python3 is $(python3 --version); pip: $(python3 -m pip --version 2>&1 | head -c 60)"
 

@@ -48,7 +48,7 @@ if [ -z "$(find_uv)" ]; then
   say "installing uv from PyPI into $UV_HOME"
   # --user keeps it out of the system's site-packages. Debian marks its Python "externally managed"
   # (PEP 668) and refuses even that, so say we know: only ~/.local is written.
-  python3 -m pip install --user --quiet uv 2>/dev/null \
-    || python3 -m pip install --user --quiet --break-system-packages uv
+  python3 -m pip install --user --quiet --root-user-action=ignore uv 2>/dev/null \
+    || python3 -m pip install --user --quiet --root-user-action=ignore --break-system-packages uv
   [ -n "$(find_uv)" ] || { say "pip installed uv but it is not in $UV_HOME or on PATH"; exit 1; }
 fi
