@@ -11,9 +11,7 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,14 +23,11 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from harness import RedisServer, free_port  # noqa: E402  (the one process harness, shared with the tests)
+
 BIN = Path(sys.executable).parent
 K6 = BIN / "k6"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -156,19 +151,6 @@ def measure(
         return Result(name, target.name, rps, rows, d["med"], d["p(99)"], failed, server.rss_mb()), server.ready_s
     finally:
         server.stop()
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server is not installed: apt-get install -y redis-server")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def flush(redis_url: str) -> None:
@@ -330,7 +312,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis_proc, redis_url = start_redis(tmp)
+        redis = RedisServer(tmp).start()
+        redis_url = redis.url
         results: list[Result] = []
         ready: list[float] = []
         try:
@@ -346,7 +329,7 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            redis_proc.terminate()
+            redis.stop()
     print()
     print(f"machine: {machine()}")
     print(f"service ready after start: {min(ready):.2f}..{max(ready):.2f} s")

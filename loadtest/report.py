@@ -18,12 +18,9 @@ import os
 import platform
 import re
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -37,56 +34,29 @@ import numpy as np
 from selfcheck import HitRatioCheck, check_run, delta, failed_requests, load_summary, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import harness  # noqa: E402  (the one process harness, shared with the tests)
+
 LAB_CACHE_RATES = (0.0, 0.5, 0.75, 0.999, 1.0)
 DEFAULT_CACHE_RATES = ",".join(f"{r:g}" for r in LAB_CACHE_RATES)
 PERCENTILES = ("p(50)", "p(90)", "p(95)", "p(99)")
 
 
 # -- the service under test ---------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout:.0f} s")
-
-
 @contextmanager
 def local_service(logs: Path, omp_threads: str) -> Iterator[str]:
     """A throwaway redis-server and `housing-api serve` on free loopback ports; yields the base URL."""
-    redis_bin = shutil.which("redis-server")
-    if redis_bin is None:
-        sys.exit("redis-server is not installed (apt-get install -y redis-server), or pass --base-url")
-    redis_port, port = free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as redis_dir, open(logs, "wb") as log:
+    with tempfile.TemporaryDirectory() as redis_dir:
         try:
-            procs.append(subprocess.Popen(
-                [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", redis_dir], stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
-            env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "OMP_NUM_THREADS": omp_threads}
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "housing_api", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
-            base_url = f"http://127.0.0.1:{port}"
-            wait_for(base_url + "/readyz", timeout=120)
-            yield base_url
+            redis = harness.RedisServer(Path(redis_dir)).start()
+        except harness.Unavailable as exc:
+            sys.exit(f"{exc}, or pass --base-url")
+        service = harness.ServiceProcess({"REDIS_URL": redis.url, "OMP_NUM_THREADS": omp_threads}, log=logs)
+        try:
+            yield service.start().url
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                proc.wait(timeout=30)
+            service.stop()
+            redis.stop()
 
 
 # -- one run ------------------------------------------------------------------------------------

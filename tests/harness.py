@@ -1,0 +1,172 @@
+"""Real processes for tests, benchmarks and load tests: free ports, redis-server, the service.
+
+One place starts them, so every caller gets the same bounded waits and the same clean stop:
+tests (through conftest's fixtures), bench/, loadtest/report.py and scripts/ import this module
+(scripts put tests/ on sys.path). Nothing here knows about pytest: a missing binary raises
+`Unavailable`, which the test fixtures turn into a skip and the scripts into an exit message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
+
+
+class Unavailable(RuntimeError):
+    """A program the harness needs is not installed; the message says how to install it."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float = 5.0, interval_s: float = 0.02) -> bool:
+    """Poll `ready` until it is true or the bound passes; a transport error counts as not yet."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return True
+        except (httpx.TransportError, OSError):
+            pass
+        time.sleep(interval_s)
+    return False
+
+
+class Proc:
+    """A child process with a bounded stop: SIGTERM, then SIGKILL after `timeout_s`."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 log: Path | None = None) -> None:  # fmt: skip
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def spawn(self) -> None:
+        out: Any = subprocess.DEVNULL
+        if self.log is not None:
+            self._log_file = out = self.log.open("ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Exit code of a clean stop; None when it had to be killed (or never ran)."""
+        if self.proc is None:
+            return None
+        code: int | None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            code = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return code
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log and self.log.exists() else ""
+
+
+class RedisServer(Proc):
+    """A redis-server child process on a free loopback port, configured as a cache."""
+
+    def __init__(self, tmp: Path, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise Unavailable(f"redis-server is not installed; install it with: {REDIS_INSTALL}")
+        self.port = free_port()
+        self.dir = tmp
+        super().__init__([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "no", *extra])  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        import redis
+
+        self.spawn()
+        client = redis.Redis(port=self.port, socket_timeout=0.2)
+        try:
+            if not wait_until(lambda: bool(client.ping()), timeout_s):
+                self.stop()
+                raise RuntimeError("redis-server did not start")
+        finally:
+            client.close()
+        return self
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(port=self.port)
+
+
+class ServiceProcess(Proc):
+    """`housing-api serve` on a free loopback port (the committed model unless env says otherwise)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, log: Path | None = None, *args: str,
+                 checkout: Path = ROOT) -> None:  # fmt: skip
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        base = {"MODEL_PATH": str(checkout / "model" / "model.joblib")}
+        argv = [sys.executable, "-m", "housing_api", "serve", "--host", "127.0.0.1", "--port", str(self.port), *args]
+        super().__init__(argv, {**base, **(env or {})}, cwd=checkout, log=log)
+        self.ready_s = float("nan")
+
+    def start(self, timeout_s: float = 120.0) -> ServiceProcess:
+        started = time.monotonic()
+        self.spawn()
+        # An exited process ends the wait at once rather than after the whole bound.
+        if not wait_until(lambda: not self.alive() or self.ready(), timeout_s, interval_s=0.05) or not self.alive():
+            exited = not self.alive()
+            self.stop(timeout_s=5)
+            raise RuntimeError(f"the service {'exited' if exited else 'was not ready'}: {self.output()}")
+        self.ready_s = time.monotonic() - started
+        return self
+
+    def ready(self) -> bool:
+        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
