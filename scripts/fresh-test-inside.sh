@@ -17,7 +17,22 @@ git -c advice.detachedHead=false clone -q /fresh/repo.bundle /root/housing-api
 cd /root/housing-api
 step "cloned $(git rev-parse --short HEAD) into $PWD; python3 is $(python3 --version); pip: $(python3 -m pip --version 2>&1 | head -c 60)"
 
-step "make run PORT=$PORT (output in build/fresh/run.log)"
+# Not root: nothing can be installed, so make must stop with the one command to run.
+useradd --create-home newcomer
+git -c advice.detachedHead=false clone -q /fresh/repo.bundle /home/newcomer/housing-api
+chown -R newcomer: /home/newcomer/housing-api
+set +e
+answer="$(cd /home/newcomer/housing-api && setpriv --reuid=newcomer --regid=newcomer --init-groups \
+  env HOME=/home/newcomer make run PORT="$PORT" 2>&1)"
+status=$?
+set -e
+echo "$answer" | sed 's/^/    /'
+[ "$status" != 0 ] || fail "make run as a non-root user did not stop"
+echo "$answer" | grep -q '^install-deps: missing .*; run: sudo apt-get update && sudo apt-get install -y' \
+  || fail "make run as a non-root user did not print the apt-get command"
+step "as a non-root user make run stopped with the one command to run (exit $status)"
+
+step "make run PORT=$PORT as root (output in build/fresh/run.log)"
 setsid make run PORT="$PORT" >/fresh/run.log 2>&1 &
 run_pid=$!
 deadline=$((SECONDS + 1200))
