@@ -143,9 +143,10 @@ class ReadyBody(BaseModel):
 
 def describe_validation_error(exc: ValidationError) -> ErrorBody:
     """Turn pydantic's errors into the service's error body, naming row index and field."""
-    details = exc.errors(include_url=False)
+    details = exc.errors(include_url=False, include_input=False)
     if details[0]["type"] == "list_type" and details[0]["loc"] == ():
-        hint = _expected_array(details[0]["input"])
+        # Not an array at all: the one error there is, with its input, says which shape came instead.
+        hint = _expected_array(exc.errors(include_url=False)[0]["input"])
         return ErrorBody(detail=hint, errors=[FieldError(row=None, field=None, message=hint)])
     errors = [_field_error(e["loc"], e["msg"]) for e in details]
     first = errors[0]
