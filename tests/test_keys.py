@@ -28,7 +28,9 @@ def test_extra_keys_are_ignored() -> None:
 
 def test_new_model_version_changes_the_key() -> None:
     row = canonical_row(ROW)
-    assert cache_keys(key_namespace("p", "a" * 64), [row]) != cache_keys(key_namespace("p", "b" * 64), [row])
+    assert cache_keys(key_namespace("p", "a" * 64, "r1"), [row]) != cache_keys(
+        key_namespace("p", "b" * 64, "r1"), [row]
+    )
 
 
 def test_batch_digest_depends_on_order_and_content() -> None:
@@ -36,3 +38,10 @@ def test_batch_digest_depends_on_order_and_content() -> None:
     assert batch_digest([a, b]) != batch_digest([b, a])
     assert batch_digest([a, b]) == batch_digest([canonical_row(dict(reversed(list(ROW.items())))), b])
     assert len(batch_digest([a])) == 32
+
+
+def test_keys_carry_the_value_encoding() -> None:
+    row = canonical_row(ROW)
+    assert cache_keys(key_namespace("p", "a" * 64, "r1"), [row]) != cache_keys(
+        key_namespace("p", "a" * 64, "r2"), [row]
+    )

@@ -53,9 +53,9 @@ def test_queue_depth_is_read_when_scraped() -> None:
             resolver = app.state.service.resolver
             registry = app.state.metrics.registry
             # Rows queued without waking the worker: the depth a scrape sees while the model is busy.
-            resolver._model_q.extend([object()] * 7)
+            resolver.predictor.queue.extend([object()] * 7)
             during = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
-            resolver._model_q.clear()
+            resolver.predictor.queue.clear()
             after = registry.get_sample_value("housing_api_queue_rows", {"stage": "model"})
         return during, after
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from housing_api.errors import Overloaded, ShuttingDown
+from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
 from housing_api.http_cache import row_key_builder, stable_etag
 from housing_api.schemas import (
     ErrorBody,
@@ -85,6 +86,27 @@ async def _overloaded(_: Request, exc: Exception) -> Response:
     return _error(429, f"overloaded: {exc.reason}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
 
 
+async def _deadline(_: Request, exc: Exception) -> Response:
+    # 503 with Retry-After rather than 504: no gateway timed out; this replica declines to keep the
+    # client waiting (a hung model, Redis stalled) and says when to try again, on it or another.
+    assert isinstance(exc, DeadlineExceeded)
+    return _error(503, f"timed out: {exc}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _body_timeout(request: Request, _: Exception) -> Response:
+    limit = request.app.state.settings.body_timeout_s
+    return _error(408, f"the request body did not arrive within {limit:g} s", headers={"Connection": "close"})
+
+
+async def _stage_failed(_: Request, exc: Exception) -> Response:
+    # The exception and its traceback were logged once by the stage's supervisor.
+    return _error(500, f"internal error: {exc}; it has been logged")
+
+
+async def _not_ready(_: Request, exc: Exception) -> Response:
+    return _error(503, f"not ready: {exc}")
+
+
 async def _shutting_down(_: Request, __: Exception) -> Response:
     return _error(503, "the service is shutting down; retry on another replica", headers={"Connection": "close"})
 
@@ -117,6 +139,10 @@ EXCEPTION_STATUS: dict[type[Exception], Any] = {
     BodyTooLarge: _too_large,
     UnsupportedMediaType: _media_type,
     Overloaded: _overloaded,
+    DeadlineExceeded: _deadline,
+    BodyTimeout: _body_timeout,
+    StageFailed: _stage_failed,
+    NotReady: _not_ready,
     ShuttingDown: _shutting_down,
     StarletteHTTPException: _http_error,
     Exception: _unexpected,
@@ -134,19 +160,63 @@ def get_service(request: Request) -> PredictionService:
     return service
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
+class BodyBudget:
+    """Bytes of request bodies held in memory while they are being read, across all requests.
+
+    Bodies are read before admission, so MAX_INFLIGHT_REQUESTS no longer bounds them; this does,
+    at the same total as before (MAX_INFLIGHT_REQUESTS x MAX_BODY_BYTES), whatever the number of
+    connections. Past it a request gets 429 at once rather than the pod running out of memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def give_back(self, n: int) -> None:
+        self.held -= n
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, within MAX_BODY_BYTES (413) and BODY_TIMEOUT_S (408).
+
+    Read before the request takes an admission slot: a client that stalls its upload holds a
+    connection (bounded by LIMIT_CONCURRENCY) and at most its body's bytes (bounded by the body
+    budget), never a prediction slot."""
+    settings = request.app.state.settings
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await read_limited_body(request, settings.max_body_bytes, request.app.state.body_budget)
+    except TimeoutError:
+        request.app.state.metrics.timeouts.labels("body").inc()
+        raise BodyTimeout() from None
+
+
+async def read_limited_body(request: Request, limit: int, budget: BodyBudget | None = None) -> bytes:
     """Read the body, refusing (413) as soon as it is known to be over the limit."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            if budget is not None and not budget.take(len(chunk)):
+                size -= len(chunk)
+                request.app.state.metrics.rejected.labels("body_budget").inc()
+                raise Overloaded(f"request bodies being read hold more than {budget.limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give_back(size)
 
 
 def check_json_content_type(request: Request) -> None:
@@ -160,11 +230,16 @@ def check_json_content_type(request: Request) -> None:
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    408: {"model": ErrorBody, "description": "The body did not arrive within BODY_TIMEOUT_S."},
     413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
     415: {"model": ErrorBody, "description": "Body is not JSON."},
     422: {"model": ErrorBody, "description": "Invalid batch; names the row index and field."},
     429: {"model": ErrorBody, "description": "Overloaded; retry after Retry-After seconds."},
-    503: {"model": ErrorBody, "description": "Shutting down."},
+    500: {"model": ErrorBody, "description": "A background stage failed on the batch holding a row (logged)."},
+    503: {
+        "model": ErrorBody,
+        "description": "No prediction within REQUEST_TIMEOUT_S (with Retry-After), or shutting down.",
+    },
 }
 X_CACHE = {"X-Cache": {"description": "HIT (every row from a cache), MISS or PARTIAL.", "schema": {"type": "string"}}}
 
@@ -195,8 +270,8 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         """
         service = get_service(request)
         check_json_content_type(request)
+        body = await read_body(request)
         async with service.admitted():
-            body = await read_limited_body(request, request.app.state.settings.max_body_bytes)
             try:
                 content, status = await service.predict_body(body)
             except ValidationError as exc:
@@ -223,7 +298,7 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         """Predict one row given as query parameters; cached whole, with ETag and 304."""
         service = get_service(request)
         async with service.admitted():
-            result, _ = await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
+            result, request.state.row_cache = await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
         return result
 
     @router.get("/health", response_model=HealthBody, summary="Liveness in the lab's format")
@@ -238,9 +313,12 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
 
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
     async def readyz(request: Request) -> dict[str, str]:
-        """Ready once the model is loaded. A Redis outage is reported (cache: degraded) but does
-        not make the pod unready: the cache is optional and the model still answers."""
+        """Ready once the model is loaded and every background stage runs (503 while one is down
+        and being restarted). A Redis outage is reported (cache: degraded) but does not make the
+        pod unready: the cache is optional and the model still answers."""
         service = get_service(request)
+        if down := service.resolver.stages_down():
+            raise NotReady(f"stage {', '.join(down)} down, restarting")
         redis = service.resolver.redis
         if redis is None:
             cache_state = "disabled"

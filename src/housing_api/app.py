@@ -13,10 +13,11 @@ from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
-from housing_api.api import build_router, install_error_handlers
+from housing_api.api import BodyBudget, build_router, install_error_handlers
 from housing_api.batching import Resolver
-from housing_api.cache import MemoryTier, RedisTier
+from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
+from housing_api.docs_ui import mount_docs
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
 from housing_api.http_metrics import instrument
 from housing_api.keys import Row, key_namespace
@@ -26,6 +27,8 @@ from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
 
 log = logging.getLogger(__name__)
+RESOLVER_STOP_S = 5.0
+"""Bound of flushing queued rows and Redis writes at shutdown (part of SHUTDOWN_TIMEOUT_S)."""
 
 
 def _sample_response() -> dict[str, Any]:
@@ -48,10 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service, redis = await _start(settings, metrics, validator)
         app.state.service = service
-        app.state.http_cache_backend = HttpCacheBackend(min(settings.memory_cache_rows, 10_000), redis)
-        FastAPICache.init(
-            AppScopedBackend(), prefix=f"{settings.cache_prefix}-http", expire=settings.http_cache_max_age
+        app.state.http_cache_backend = http_cache = HttpCacheBackend(
+            min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics
         )
+        # Process-wide and first-call-wins (see http_cache.py): nothing app-specific is set here.
+        FastAPICache.init(AppScopedBackend(), prefix="housing-api-http")
         log.info(
             "ready: model %s (fast path: %s), cache %s",
             service.model.version[:16],
@@ -65,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await service.resolver.stop()
+            await service.resolver.stop(RESOLVER_STOP_S)
+            await http_cache.drain(1.0)
             if redis is not None:
                 await redis.close()
 
@@ -74,12 +79,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="California house-price predictions for batches of inputs, with a per-row cache.",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs from local files, not a CDN
+        redoc_url=None,  # ReDoc's bundle loads its logo from a CDN (docs_ui.py)
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.body_budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
     app.include_router(build_router(validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
     instrument(app, registry)
+    mount_docs(app)
     return app
 
 
@@ -102,10 +111,10 @@ async def _start(
             log.warning("Redis is not reachable at startup; starting degraded (model + in-process tier)")
     memory: MemoryTier[Row, float] = MemoryTier(settings.memory_cache_rows)
     resolver = Resolver(
-        model, memory, redis, key_namespace(settings.cache_prefix, model.version), metrics,
+        model, memory, redis, key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING), metrics,
         batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
         max_queued_rows=settings.max_queued_rows, inline_predict_rows=settings.inline_predict_rows,
-        micro_batching=settings.micro_batching,
+        request_timeout_s=settings.request_timeout_s, micro_batching=settings.micro_batching,
     )  # fmt: skip
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)

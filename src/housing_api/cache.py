@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -56,13 +57,28 @@ class MemoryTier(Generic[K, V]):
         self._data.clear()
 
 
+VALUE_ENCODING = "r1"
+"""Tag of the value encoding below; keys carry it (keys.key_namespace), so a release that changes
+the encoding reads none of the old values instead of misreading them."""
+
+
 def encode_value(value: float) -> bytes:
     """repr() of a float round-trips exactly and stays readable in redis-cli."""
     return repr(value).encode()
 
 
-def decode_value(raw: bytes) -> float:
-    return float(raw)
+def decode_value(raw: bytes) -> float | None:
+    """The cached prediction, or None for anything encode_value would not have written: text,
+    empty, NaN, +-Infinity, 1e999, JSON, a huge string. Redis is shared infrastructure, so its
+    values are input, not truth; None is used as a miss and the row is recomputed and rewritten."""
+    if not raw or len(raw) > 32:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    # The exact bytes encode_value gives for this float: rejects inf/nan and every other spelling.
+    return value if math.isfinite(value) and encode_value(value) == raw else None
 
 
 class RedisTier:
@@ -131,11 +147,16 @@ class RedisTier:
                     for key, value in items:
                         pipe.set(key, value, ex=ttl_s or self.ttl_s)
                     await pipe.execute()
+        except TimeoutError:
+            # Checked first: asyncio's TimeoutError is an OSError. A slow write (Redis busy, or
+            # pausing writes during a failover) is not an outage: count it, keep reading from Redis.
+            self.metrics.redis_errors.labels("set").inc()
+            return False
         except (ConnectionError, OSError, RedisConnectionError) as exc:
             self._failed("set", exc)
             return False
         except Exception:
-            # A slow write under load is not an outage: count it, keep using Redis for reads.
+            # Likewise for redis-py's own TimeoutError and server errors: not an outage.
             self.metrics.redis_errors.labels("set").inc()
             return False
         self._succeeded()

@@ -29,12 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from housing_api.app import create_app
-    from housing_api.config import Settings
+    from housing_api.app import RESOLVER_STOP_S, create_app
+    from housing_api.config import ConfigurationError, load_settings
     from housing_api.model import verify_artifact
     from housing_api.server import DrainingServer
 
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"housing-api: cannot start: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
@@ -50,10 +54,19 @@ def _serve(args: argparse.Namespace) -> int:
         http="httptools",
         access_log=False,
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_graceful_shutdown=graceful_timeout(args, settings.shutdown_timeout_s, RESOLVER_STOP_S),
+        # Connections (and so stalled uploads) are bounded too: past it uvicorn answers 503 at once.
+        limit_concurrency=settings.limit_concurrency,
     )
-    DrainingServer(config, args.drain_seconds).run()
+    DrainingServer(config, args.drain_seconds, settings.shutdown_timeout_s).run()
     return 0
+
+
+def graceful_timeout(args: argparse.Namespace, shutdown_timeout_s: float, resolver_stop_s: float) -> int:
+    """uvicorn's drain of in-flight requests: what SHUTDOWN_TIMEOUT_S leaves after the other steps."""
+    if args.graceful_timeout is not None:
+        return int(args.graceful_timeout)
+    return max(int(shutdown_timeout_s - args.drain_seconds - resolver_stop_s - 2.0), 1)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -71,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--graceful-timeout", type=float, default=20.0, help="seconds to finish in-flight requests after SIGTERM"
+        "--graceful-timeout",
+        type=float,
+        default=None,
+        help="seconds to finish in-flight requests after SIGTERM (default: what SHUTDOWN_TIMEOUT_S leaves)",
     )
     serve.add_argument(
         "--drain-seconds",

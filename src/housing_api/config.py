@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class Settings(BaseSettings):
@@ -41,12 +44,46 @@ class Settings(BaseSettings):
     )
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
-    log_level: str = Field("info", description="Python log level.")
+    log_level: str = Field("info", description="Python log level: debug, info, warning, error or critical.")
+    request_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Longest a request waits for its rows after its body is read; past it: 503 with Retry-After.",
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest a client may take to send its request body; past it: 408."
+    )
+    limit_concurrency: int = Field(
+        4096,
+        ge=1,
+        description="Open connections and requests uvicorn serves at once (bounds file descriptors); past it uvicorn answers 503 at once.",
+    )
+    shutdown_timeout_s: float = Field(
+        25.0,
+        gt=0,
+        le=3600,
+        description="Hard bound from SIGTERM to exit, whatever is hung (keep below the pod's grace period minus preStop).",
+    )
     inline_predict_rows: int = Field(
         32,
         ge=0,
         description="Batches up to this size run on the event loop when the compiled inference path is active (a thread hop costs more than the prediction).",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_a_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (for example redis://127.0.0.1:6379/0)")
+        return value or None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> Settings:
@@ -56,3 +93,28 @@ class Settings(BaseSettings):
                 f"MAX_QUEUED_ROWS ({self.max_queued_rows}) must be >= MAX_BATCH_ROWS ({self.max_batch_rows})"
             )
         return self
+
+
+class ConfigurationError(ValueError):
+    """A setting is invalid; the message names the variable and the rule, in one line."""
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or ConfigurationError naming the first bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """'MAX_BATCH_ROWS=abc: Input should be a valid integer' for the first error (and how many more)."""
+    errors = exc.errors()
+    first = errors[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else ""
+    value = first.get("input")
+    where = (
+        f"{name}={value!s:.60}: " if name and isinstance(value, str | int | float) else (f"{name}: " if name else "")
+    )
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}{first['msg'].removeprefix('Value error, ')}{more}"

@@ -28,3 +28,28 @@ class Overloaded(Exception):
 
 class ShuttingDown(Exception):
     """The service is draining and accepts no new work."""
+
+
+class DeadlineExceeded(Exception):
+    """A request's rows were not resolved within REQUEST_TIMEOUT_S."""
+
+    def __init__(self, timeout_s: float, retry_after_s: int = 1) -> None:
+        super().__init__(f"no prediction within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+        self.retry_after_s = retry_after_s
+
+
+class BodyTimeout(Exception):
+    """The client did not finish sending its body within BODY_TIMEOUT_S."""
+
+
+class StageFailed(Exception):
+    """A background stage failed on the batch that held these rows; the error has been logged."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"the {stage} stage failed on this batch")
+        self.stage = stage
+
+
+class NotReady(Exception):
+    """A part the service needs to answer is down (a background stage being restarted)."""

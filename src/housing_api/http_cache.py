@@ -1,8 +1,15 @@
 """fastapi-cache2 for GET /predict, with its known limits designed around.
 
-- FastAPICache is configured on a class, process-wide. The backend registered there is a proxy
-  that forwards to the backend of the app serving the current request (a ContextVar), so several
-  apps in one process (tests) never share or overwrite each other's cache.
+- FastAPICache is configured on a class, process-wide, and `FastAPICache.init` ignores every call
+  after the first. So nothing per-app is configured there: the one backend registered is a proxy
+  that forwards to the backend of the app serving the current request (a ContextVar); the key
+  builder reads the app's own CACHE_PREFIX and ignores the class-level prefix; the TTL is the
+  app's HTTP_CACHE_MAX_AGE held by its backend (0 turns the response cache off), whatever expiry
+  the class holds. Several apps in one process (tests) never share or overwrite each other's cache.
+- An entry read back is input, not truth: it is used only if it is the JSON of a complete, valid
+  response for the row and model version its key names; anything else is a miss (counted as
+  outcome="invalid"), and the recomputed response replaces it.
+- A miss's write to Redis happens in the background (bounded), as the POST path's write-behind.
 - Its ETag is `hash()` of the cached bytes: Python salts hash() per process, so two pods would give
   one response two ETags. `stable_etag` replaces it with a digest of the response body and answers
   If-None-Match itself.
@@ -14,8 +21,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+import math
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -26,20 +35,31 @@ from fastapi_cache.backends import Backend
 from starlette.requests import Request
 from starlette.responses import Response
 
+from housing_api import FEATURES
 from housing_api.cache import MemoryTier, RedisTier
 from housing_api.keys import canonical_row, row_digest
+from housing_api.metrics import ServiceMetrics
+
+ENCODING = "j1"
+"""Tag of the cached response's encoding (fastapi-cache2's JsonCoder) in the key."""
+MAX_PENDING_WRITES = 1000
 
 _current: ContextVar[HttpCacheBackend | None] = ContextVar("housing_api_http_cache", default=None)
 
 
 class HttpCacheBackend(Backend):
-    """Whole GET responses: the in-process tier, then Redis; failures are misses."""
+    """Whole GET responses: the in-process tier, then Redis; failures and bad entries are misses."""
 
-    def __init__(self, capacity: int, redis: RedisTier | None) -> None:
+    def __init__(self, capacity: int, redis: RedisTier | None, max_age: int, metrics: ServiceMetrics) -> None:
         self.memory: MemoryTier[str, tuple[float, bytes]] = MemoryTier(capacity)
         self.redis = redis
+        self.max_age = max_age
+        self._invalid = metrics.cache_lookups.labels("http", "invalid")
+        self._writes: set[asyncio.Task[bool]] = set()
 
     async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
+        if self.max_age <= 0:
+            return 0, None
         entry = self.memory.get(key)
         now = time.monotonic()
         if entry is not None and entry[0] > now:
@@ -47,22 +67,54 @@ class HttpCacheBackend(Backend):
         if self.redis is None:
             return 0, None
         ttl, value = await self.redis.get_with_ttl(key)
-        if value is not None and ttl > 0:
-            self.memory.put(key, (now + ttl, value))
+        if value is None or ttl <= 0:
+            return 0, None
+        if not valid_entry(key, value):
+            self._invalid.inc()
+            return 0, None
+        self.memory.put(key, (now + ttl, value))
         return ttl, value
 
     async def get(self, key: str) -> bytes | None:
         return (await self.get_with_ttl(key))[1]
 
     async def set(self, key: str, value: bytes, expire: int | None = None) -> None:
-        ttl = expire or 60
-        self.memory.put(key, (time.monotonic() + ttl, value))
-        if self.redis is not None:
-            await self.redis.set_many([(key, value)], ttl_s=ttl)
+        # `expire` is the class-level default, the same for every app: the app's own max age rules.
+        if self.max_age <= 0:
+            return
+        self.memory.put(key, (time.monotonic() + self.max_age, value))
+        if self.redis is not None and len(self._writes) < MAX_PENDING_WRITES:
+            # Write-behind, as for POST: the response does not wait for Redis (bounded by its timeout).
+            task = asyncio.create_task(self.redis.set_many([(key, value)], ttl_s=self.max_age))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
     async def clear(self, namespace: str | None = None, key: str | None = None) -> int:
         self.memory.clear()
         return 0
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for the background writes still running; at shutdown."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=timeout_s)
+
+
+def valid_entry(key: str, raw: bytes) -> bool:
+    """True when `raw` is the JSON of a complete response for the row and model version in `key`."""
+    try:
+        body = orjson.loads(raw)
+        *_, version16, _encoding, digest = key.split(":")
+        (row,), (value,) = body["inputs"], body["prediction"]
+        features = canonical_row(row)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+    return (
+        isinstance(value, float) and math.isfinite(value)
+        and isinstance(body.get("query_key"), str)
+        and isinstance(body.get("model_version"), str) and body["model_version"].startswith(version16)
+        and len(row) == len(FEATURES) and all(math.isfinite(v) for v in features)
+        and row_digest(features) == digest
+    )  # fmt: skip
 
 
 class AppScopedBackend(Backend):
@@ -96,11 +148,14 @@ def row_key_builder(
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
 ) -> str:
-    """<prefix>:<namespace>:<model version>:<canonical row digest>."""
+    """<CACHE_PREFIX>-http:<model version>:<encoding>:<canonical row digest>.
+
+    The app's own prefix, not fastapi-cache2's class-level one (`namespace` starts with that)."""
     assert request is not None and kwargs is not None  # always given for routes
     version: str = request.app.state.service.model.version
+    prefix: str = request.app.state.settings.cache_prefix
     row = canonical_row(kwargs["features"].model_dump())
-    return f"{namespace}:{version[:16]}:{row_digest(row)}"
+    return f"{prefix}-http:{version[:16]}:{ENCODING}:{row_digest(row)}"
 
 
 def etag_for(body: bytes) -> str:
@@ -134,11 +189,13 @@ def stable_etag(func: Endpoint) -> Endpoint:
         etag = etag_for(body)
         cache_status = response.headers.get("X-FastAPI-Cache")
         request.app.state.metrics.count_http_tier(cache_status)
-        headers = {
-            "ETag": etag,
-            "Cache-Control": "public, " + response.headers.get("Cache-Control", "max-age=0"),
-            "X-Cache": cache_status or "MISS",
-        }
+        if cache_status == "HIT":
+            max_age, x_cache = response.headers.get("Cache-Control", "max-age=0"), "HIT"
+        else:
+            # The response was computed now: its rows may still have come from a row cache.
+            max_age = f"max-age={request.app.state.http_cache_backend.max_age}"
+            x_cache = getattr(request.state, "row_cache", "MISS")
+        headers = {"ETag": etag, "Cache-Control": f"public, {max_age}", "X-Cache": x_cache}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)

@@ -43,9 +43,10 @@ def batch_digest(rows: Sequence[Row]) -> str:
     return h.hexdigest()
 
 
-def key_namespace(prefix: str, model_version: str) -> str:
-    """Keys carry the model version, so a new model never reads an old model's answers."""
-    return f"{prefix}:{model_version[:16]}:"
+def key_namespace(prefix: str, model_version: str, encoding: str) -> str:
+    """Keys carry the model version, so a new model never reads an old model's answers, and the
+    value encoding's tag (cache.VALUE_ENCODING), so a new encoding never reads an old one."""
+    return f"{prefix}:{model_version[:16]}:{encoding}:"
 
 
 def cache_keys(namespace: str, rows: Iterable[Row]) -> list[str]:

@@ -28,14 +28,18 @@ ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 
 
 TIERS: dict[str, tuple[str, ...]] = {
     "memory": ("hit", "miss", "error"),
-    "redis": ("hit", "miss", "error"),
+    # invalid: a value that did not decode to a finite float (or a valid response): used as a miss
+    # and overwritten.
+    "redis": ("hit", "miss", "error", "invalid"),
     # Whole GET /predict responses (fastapi-cache2); a miss goes on to the row tiers.
-    "http": ("hit", "miss"),
+    "http": ("hit", "miss", "invalid"),
 }
 SOURCES = ("http", "memory", "redis", "model")
 QUEUE_STAGES = ("redis", "model", "redis_write")
 REDIS_OPS = ("ping", "get", "set")
-REJECT_REASONS = ("inflight_full", "queue_full")
+REJECT_REASONS = ("inflight_full", "queue_full", "body_budget")
+STAGES = ("lookup", "model", "write")
+TIMEOUT_KINDS = ("request", "body")
 
 
 class ServiceMetrics:
@@ -87,6 +91,26 @@ class ServiceMetrics:
             "housing_api_model_info", "Always 1; labels describe the loaded model.",
             ["version", "estimator", "fast_path"], registry=registry,
         )  # fmt: skip
+        self.worker_errors = Counter(
+            "housing_api_worker_errors", "Batches a background stage failed on (exception or overrun bound).",
+            ["stage"], registry=registry,
+        )  # fmt: skip
+        self.stage_up = Gauge(
+            "housing_api_stage_up", "1 while the stage's loop runs; 0 while it is down (the pod is unready).",
+            ["stage"], registry=registry,
+        )  # fmt: skip
+        self.timeouts = Counter(
+            "housing_api_request_timeouts", "Requests cut off by a deadline: request (503) or body (408).",
+            ["kind"], registry=registry,
+        )  # fmt: skip
+        self.write_dropped = Counter(
+            "housing_api_redis_write_dropped", "Rows not written to Redis because the write-behind queue was full.",
+            registry=registry,
+        )  # fmt: skip
+        self.inflight_rows = Gauge(
+            "housing_api_inflight_rows", "Distinct rows being resolved now (the single-flight map; read when scraped).",
+            registry=registry,
+        )  # fmt: skip
         self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
         self.build_info.info({"version": __version__})
         self._create_series()
@@ -103,6 +127,11 @@ class ServiceMetrics:
             self.redis_errors.labels(op)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        for stage in STAGES:
+            self.worker_errors.labels(stage)
+            self.stage_up.labels(stage)
+        for kind in TIMEOUT_KINDS:
+            self.timeouts.labels(kind)
 
     def watch_queues(self, depths: Mapping[str, Callable[[], float]]) -> None:
         """Read each queue's depth when scraped: a value set by a worker loop is stale as soon as
@@ -111,7 +140,8 @@ class ServiceMetrics:
             self.queue_rows.labels(stage).set_function(depth)
 
     def count_http_tier(self, cache_status: str | None) -> None:
-        """Account for one GET /predict: a response-cache hit serves its row without the row tiers."""
+        """Account for one GET /predict: a response-cache hit serves its row without the row tiers.
+        (An invalid entry is counted where it is found, and then counts as a miss here.)"""
         if cache_status == "HIT":
             self.cache_lookups.labels("http", "hit").inc()
             self.rows_served.labels("http").inc()

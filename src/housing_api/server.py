@@ -1,21 +1,30 @@
-"""The uvicorn server, with the two shutdown behaviours a pod needs."""
+"""The uvicorn server, with the shutdown behaviours a pod needs."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import sys
+import threading
 from types import FrameType
 
 import uvicorn
 
+EXIT_SHUTDOWN_TIMEOUT = 3
+"""Exit code when the hard shutdown deadline cut off hung work (0 after a clean drain)."""
+
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, but a drained SIGTERM exits 0 and requests already sent are not reset."""
+    """uvicorn, but a drained SIGTERM exits 0, requests already sent are not reset, and the whole
+    shutdown ends within `deadline_s` whatever is hung (exit code EXIT_SHUTDOWN_TIMEOUT)."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain_s: float, deadline_s: float) -> None:
         super().__init__(config)
         self.drain_s = drain_s
+        self.deadline_s = deadline_s
+        self._deadline: threading.Timer | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting, then give requests already written to open connections a moment
@@ -32,3 +41,19 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM and sig in self._captured_signals:
             self._captured_signals.remove(sig)
+        if self._deadline is None:
+            # A thread, not the event loop: the loop may be the thing that is stuck, and a hung
+            # inference thread would block the interpreter's exit (it joins worker threads).
+            self._deadline = threading.Timer(self.deadline_s, _exit_now, args=(self.deadline_s,))
+            self._deadline.daemon = True
+            self._deadline.start()
+
+
+def _exit_now(deadline_s: float) -> None:
+    print(
+        f"housing-api: shutdown did not finish within {deadline_s:g} s (hung work); "
+        f"exiting with code {EXIT_SHUTDOWN_TIMEOUT}",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(EXIT_SHUTDOWN_TIMEOUT)
