@@ -58,15 +58,15 @@ IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
 KUBECTL      = $(or $(wildcard $(BIN)/kubectl),kubectl)
 
-.PHONY: image k8s-render
+.PHONY: image image-test k8s-render
 
-image:  ## docker build $(IMAGE):$(IMAGE_TAG) (default tag: the short git sha)
-	docker build \
-		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
-		--build-arg REVISION=$$(git rev-parse HEAD) \
-		--build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
-		-t $(IMAGE):$(IMAGE_TAG) .
-	@echo "built $(IMAGE):$(IMAGE_TAG)"
+# -- image (docs/deployment.md, "The image") --
+image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debian base (scripts/image-build.sh)
+	scripts/image-build.sh $(IMAGE):$(IMAGE_TAG)
+
+image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
+	$(BIN)/pytest -q tests/test_image.py
+# -- end image --
 
 k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
 	@mkdir -p $(K8S_RENDER)
@@ -77,20 +77,39 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 	done
 
 # -- performance and reliability ------------------------------------------------------------------
-BENCH_DURATION ?= 15s
+BENCH_DURATION ?= 6s
+BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
-.PHONY: bench bench-inference bench-startup soak audit
+MLSERVER_VENV := build/mlserver-venv
+SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
+.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit capacity
 
-bench: install  ## side-by-side benchmark: service vs the ceiling app, with ablations (docs/benchmarks.md)
+bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
 	$(PY) bench/inference.py | tee build/inference.txt
-	$(PY) bench/run.py --duration $(BENCH_DURATION) --json build/bench.json --inference build/inference.txt --write docs/benchmarks.md
+	$(PY) bench/run.py --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --inference build/inference.txt \
+		--profile build/profile-batch.txt --json build/bench.json --write docs/benchmarks.md
+
+$(MLSERVER_VENV)/.installed: pyproject.toml | $(UV)
+	$(UV) venv -q --allow-existing --python $(PY) $(MLSERVER_VENV)
+	$(UV) pip install -q --python $(MLSERVER_VENV)/bin/python "mlserver==1.7.1" "mlserver-sklearn==1.7.1" "$(SKLEARN_PIN)"
+	@touch $@
+
+bench-peers: install $(MLSERVER_VENV)/.installed  ## the wrk scenarios against Seldon MLServer on the same model -> docs/benchmarks.md
+	$(PY) bench/run.py --peers --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --json build/bench-peers.json \
+		--write docs/benchmarks.md
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
 	$(PY) bench/inference.py
 
+bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis lookup and write-behind, by method
+	$(PY) bench/redis_ops.py
+
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
+
+capacity: install  ## sizing numbers in one run: the image at the manifests' CPU request, Redis memory and commands (docs/capacity.md)
+	$(PY) bench/capacity.py
 
 soak: install  ## 10 minutes at 70% of capacity, sampling RSS and fds (writes docs/soak.md)
 	$(PY) bench/soak.py --duration $(SOAK_DURATION)

@@ -1,33 +1,75 @@
-"""`make bench`: the service against the ceiling app, side by side in one run, with ablations.
+"""`make bench` and `make bench-peers`: servers side by side in one run, alternately, medians.
 
-Starts its own redis-server, the ceiling app (bench/ceiling_app.py) and the service, drives each
-with k6 (bench/k6/bench.js), and prints one table; with --write it also writes docs/benchmarks.md.
-A benchmark, not a test: nothing here asserts a timing.
+Throughput scenarios are driven by wrk (a C load generator that needs a fraction of a core, with
+bench/wrk/predict.lua building the POST bodies); the fixed-rate latency scenarios by k6
+(bench/k6/bench.js), whose open-loop executor wrk lacks. Every scenario runs each server in turn
+(ceiling app, service, ...), then again in the opposite order, --rounds times; the report takes
+the median of each server's runs, so a burst of load from elsewhere on the machine hits both
+sides rather than one. Each scenario starts fresh server processes on an empty Redis; within it
+the servers stay up, and every run sends rows that no earlier run sent.
+
+    bench/run.py --json build/bench.json --write docs/benchmarks.md            # make bench
+    bench/run.py --peers --json build/bench-peers.json --write docs/benchmarks.md  # make bench-peers
+
+The report (bench/report.py) is rendered from build/bench.json and build/bench-peers.json, so
+each command rewrites docs/benchmarks.md with the latest results of both. A benchmark, not a
+test: nothing here asserts a timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisServer, free_port  # noqa: E402  (the one process harness, shared with the tests)
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+import report  # noqa: E402  (bench/report.py, beside this file)
+from harness import Proc, RedisServer, Unavailable, free_port, wait_until  # noqa: E402  (shared with the tests)
 
 BIN = Path(sys.executable).parent
 K6 = BIN / "k6"
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "predict.lua"
+K6_SCRIPT = ROOT / "bench" / "k6" / "bench.js"
+MLSERVER_VENV = ROOT / "build" / "mlserver-venv"
+POOL = 64
+"""Warmed rows; bench.js's pool(i) is the same row(i % 64, 999)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tool: str  # wrk | k6
+    mode: str  # hits | misses | mixed
+    batch: int = 1
+    connections: int = 32
+    rate: int = 0  # k6 only: offered requests/s
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("hits", "wrk", "hits"),
+        Scenario("misses", "wrk", "misses"),
+        Scenario("batch100-half-repeated", "wrk", "mixed", batch=100, connections=8),
+        Scenario("fixed-1000rps-hits", "k6", "hits", rate=1000),
+        Scenario("fixed-1000rps-misses", "k6", "misses", rate=1000),
+    )
+}
 
 
 @dataclass
@@ -35,312 +77,343 @@ class Target:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    uses_redis: bool = True
+    ready_path: str = "/readyz"
+    predict_path: str = "/predict"
+    body_format: str = "service"  # service | v2 (MLServer's V2 inference protocol)
+    ablation: bool = False
 
 
 @dataclass
-class Result:
+class Run:
+    """One server under one scenario for one duration."""
+
     scenario: str
     target: str
+    round: int
     rps: float
     rows_per_s: float
     p50_ms: float
     p99_ms: float
     failed: float
     rss_mb: float
+    ready_s: float
+    load1: float
 
 
-SCENARIOS: dict[str, dict[str, str]] = {
-    "hits": {"MODE": "hits"},
-    "misses": {"MODE": "misses"},
-    "batch100-half-repeated": {"MODE": "mixed", "BATCH_SIZE": "100", "VUS": "8"},
-    "fixed-1000rps-hits": {"MODE": "hits", "EXECUTOR": "rate", "RATE": "1000"},
-    "fixed-1000rps-misses": {"MODE": "misses", "EXECUTOR": "rate", "RATE": "1000"},
-    "fixed-2000rps-hits": {"MODE": "hits", "EXECUTOR": "rate", "RATE": "2000"},
-    "fixed-2000rps-misses": {"MODE": "misses", "EXECUTOR": "rate", "RATE": "2000"},
-}
-
-
-def targets(redis_url: str, ablations: bool) -> list[Target]:
+def service_targets(redis_url: str, ablations: bool, variants: list[str] | None = None) -> list[Target]:
     serve = [str(BIN / "housing-api"), "serve", "--port", "{port}"]
-    service_env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
+    env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
     found = [
-        Target(
-            "ceiling", [sys.executable, str(ROOT / "bench" / "ceiling_app.py"), "--port", "{port}"], uses_redis=False
-        ),
-        Target("service", serve, service_env),
+        Target("ceiling", [sys.executable, str(ROOT / "bench" / "ceiling_app.py"), "--port", "{port}"]),
+        Target("service", serve, env),
     ]
     if ablations:
-        found.append(Target("service, micro-batching off", serve, {**service_env, "MICRO_BATCHING": "false"}))
-        found.append(Target("service, in-process tier off", serve, {**service_env, "MEMORY_CACHE_ROWS": "0"}))
+        found.append(Target("service, micro-batching off", serve, {**env, "MICRO_BATCHING": "false"}, ablation=True))
+        found.append(Target("service, in-process tier off", serve, {**env, "MEMORY_CACHE_ROWS": "0"}, ablation=True))
+    for variant in variants or []:  # --variant NAME=VALUE: the service with one more setting, for tuning
+        name, _, value = variant.partition("=")
+        found.append(Target(f"service, {variant}", serve, {**env, name: value}, ablation=True))
     return found
 
 
-class Process:
-    """A server process on a free port; records how long it took to become ready."""
+def mlserver_target(tmp: Path) -> Target:
+    """Seldon MLServer serving the committed model.joblib: one process, its response cache on."""
+    binary = MLSERVER_VENV / "bin" / "mlserver"
+    if not binary.exists():
+        sys.exit(f"{binary} is missing: make bench-peers installs it")
+    folder = tmp / "mlserver"
+    (folder / "housing").mkdir(parents=True, exist_ok=True)
+    model = {
+        "name": "housing",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(ROOT / "model" / "model.joblib")},
+        "cache_enabled": True,  # the server's cache_enabled alone leaves a model uncached
+    }
+    (folder / "housing" / "model-settings.json").write_text(json.dumps(model))
+    # The ports are filled in per start (Process), because every run gets a fresh process.
+    return Target(
+        "MLServer",
+        [str(binary), "start", str(folder)],
+        env={"MLSERVER_SETTINGS_DIR": str(folder)},
+        ready_path="/v2/models/housing/ready",
+        predict_path="/v2/models/housing/infer",
+        body_format="v2",
+    )
+
+
+def write_mlserver_settings(folder: Path, http_port: int) -> None:
+    settings = {
+        "debug": False,
+        "parallel_workers": 0,  # inference in the server process itself: one process, like the service
+        "cache_enabled": True,
+        "cache_size": 100_000,  # as many entries as the service's in-process tier has rows
+        "http_port": http_port,
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+        "gzip_enabled": False,
+    }
+    (folder / "settings.json").write_text(json.dumps(settings))
+
+
+class Process(Proc):
+    """A target's server on a free port; records how long it took to become ready."""
 
     def __init__(self, target: Target) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if "MLSERVER_SETTINGS_DIR" in target.env:
+            write_mlserver_settings(Path(target.env["MLSERVER_SETTINGS_DIR"]), self.port)
         argv = [a.replace("{port}", str(self.port)) for a in target.argv]
+        super().__init__(argv, {"OMP_NUM_THREADS": "1", **target.env})
         started = time.monotonic()
-        self.proc = subprocess.Popen(
-            argv, env={**os.environ, **target.env}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        self.spawn()
+        ready = wait_until(
+            lambda: not self.alive() or httpx.get(self.url + target.ready_path, timeout=1).status_code == 200,
+            timeout_s=90,
+            interval_s=0.02,
         )
-        while True:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if self.proc.poll() is not None or time.monotonic() - started > 60:
-                    raise RuntimeError(f"{target.name} did not start") from None
-                time.sleep(0.02)
+        if not ready or not self.alive():
+            self.stop(timeout_s=5)
+            raise RuntimeError(f"{target.name} did not start")
         self.ready_s = time.monotonic() - started
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+
+# -- the rows ----------------------------------------------------------------------------------
+def pool_row(n: int) -> list[float]:
+    """bench.js's row(n, 999), the warmed pool; wrk's fresh rows change its Population only."""
+    return [1.5 + (n % 4096) / 1024, float(5 + n % 40), 4.5 + (n % 7) / 10, 1.05,
+            float(200 + n // 4096 + 999 * 1_000_000), 2.7, 34.0 + (n % 50) / 25, -118.3 - (n % 30) / 15]  # fmt: skip
 
 
-def warm(url: str, batch: int) -> None:
-    """Send the pool rows once so 'hits' scenarios measure hits (bench.js: pool(i) = row(i % 64, 999))."""
-    script = ROOT / "bench" / "k6" / "bench.js"
-    env = {**os.environ, "BASE_URL": url, "MODE": "hits", "BATCH_SIZE": "64", "VUS": "1", "DURATION": "1s",
-           "SUMMARY": os.devnull}  # fmt: skip
-    subprocess.run(
-        [str(K6), "run", "-q", "--address", "", "--iterations", "1", "--vus", "1", str(script)],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+def write_pool(path: Path) -> None:
+    path.write_text("".join(",".join(repr(v) for v in pool_row(n)) + "\n" for n in range(POOL)))
 
 
-def run_k6(url: str, scenario: dict[str, str], duration: str, tmp: Path, seed: int) -> dict[str, Any]:
-    summary = tmp / f"summary-{seed}.json"
-    env = {**os.environ, "BASE_URL": url, "DURATION": duration, "SUMMARY": str(summary), "SEED": str(seed), **scenario}
-    subprocess.run(
-        [str(K6), "run", "-q", "--address", "", str(ROOT / "bench" / "k6" / "bench.js")],
-        env=env,
-        capture_output=True,
-        check=False,
-    )
-    metrics: dict[str, Any] = json.loads(summary.read_text())["metrics"]
-    return metrics
+def one_row_body(row: list[float], body_format: str) -> bytes:
+    """The exact text wrk sends for a one-row hit (MLServer's response cache keys on the request)."""
+    if body_format == "v2":
+        data = ",".join(repr(v) for v in row)
+        return f'{{"inputs":[{{"name":"input-0","shape":[1,8],"datatype":"FP64","data":[{data}]}}]}}'.encode()
+    names = ("MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup", "Latitude", "Longitude")
+    return ("[{" + ",".join(f'"{k}":{v!r}' for k, v in zip(names, row, strict=True)) + "}]").encode()
 
 
-def measure(
-    target: Target, name: str, scenario: dict[str, str], duration: str, tmp: Path, seed: int
-) -> tuple[Result, float]:
-    server = Process(target)
+def warm(server: Process, target: Target) -> None:
+    """Send every pool row once, as the one-row request a hit scenario sends, so hits are hits."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for n in range(POOL):
+            response = client.post(
+                target.predict_path,
+                content=one_row_body(pool_row(n), target.body_format),
+                headers={"Content-Type": "application/json"},
+            )
+            response.raise_for_status()
+
+
+# -- the load generators -----------------------------------------------------------------------
+def run_wrk(url: str, target: Target, scenario: Scenario, duration: str, seed: int, pool: Path) -> dict[str, float]:
+    argv = ["wrk", "-t", "1", "-c", str(scenario.connections), "-d", duration, "--latency", "-s", str(WRK_SCRIPT),
+            url + target.predict_path, "--", scenario.mode, str(scenario.batch), str(seed), target.body_format,
+            str(pool)]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"^WRK_JSON (\{.*\})$", out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    w = json.loads(found.group(1))
+    seconds = w["duration_us"] / 1e6
+    errors = w["status_errors"] + w["timeouts"] + w["read_errors"] + w["write_errors"] + w["connect_errors"]
+    return {
+        "rps": w["requests"] / seconds,
+        "p50_ms": w["p50_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3,
+        "failed": errors / max(w["requests"], 1),
+    }
+
+
+def run_k6(url: str, scenario: Scenario, duration: str, seed: int, tmp: Path) -> dict[str, float]:
+    summary = tmp / f"k6-{seed}.json"
+    env = {**os.environ, "BASE_URL": url, "DURATION": duration, "SUMMARY": str(summary), "SEED": str(seed),
+           "MODE": scenario.mode, "BATCH_SIZE": str(scenario.batch), "EXECUTOR": "rate", "RATE": str(scenario.rate)}  # fmt: skip
+    subprocess.run([str(K6), "run", "-q", "--address", "", str(K6_SCRIPT)], env=env, capture_output=True, check=False)
+    m = json.loads(summary.read_text())["metrics"]
+    d = m["http_req_duration"]["values"]
+    return {"rps": m["http_reqs"]["values"]["rate"], "p50_ms": d["med"], "p99_ms": d["p(99)"],
+            "failed": m["http_req_failed"]["values"]["rate"]}  # fmt: skip
+
+
+def measure(server: Process, target: Target, scenario: Scenario, rnd: int, args: argparse.Namespace, tmp: Path,
+            seed: int) -> Run:  # fmt: skip
+    load1 = os.getloadavg()[0]
+    if scenario.tool == "wrk":
+        m = run_wrk(server.url, target, scenario, args.duration, seed, tmp / "pool.txt")
+    else:
+        m = run_k6(server.url, scenario, args.k6_duration or args.duration, seed, tmp)
+    return Run(scenario.name, target.name, rnd, m["rps"], m["rps"] * scenario.batch, m["p50_ms"], m["p99_ms"],
+               m["failed"], server.rss_mb(), server.ready_s, load1)  # fmt: skip
+
+
+def run_scenario(scenario: Scenario, targets: list[Target], args: argparse.Namespace, tmp: Path,
+                 seeds: Iterator[int]) -> Iterator[Run]:  # fmt: skip
+    """Start every target once (one after the other, so each one's start-up time is its own),
+    then take turns: A B C, C B A, A B C, ... for --rounds rounds. Every run sends rows no earlier
+    run sent (its own seed), so the servers can stay up between runs and a run is short enough
+    for load from elsewhere on the machine to fall on both sides of a ratio."""
+    servers: list[tuple[Target, Process]] = []
     try:
-        warm(server.url, 64)
-        m = run_k6(server.url, scenario, duration, tmp, seed)
-        rps = m["http_reqs"]["values"]["rate"]
-        rows = rps * int(scenario.get("BATCH_SIZE", "1"))
-        d = m["http_req_duration"]["values"]
-        failed = m["http_req_failed"]["values"]["rate"]
-        return Result(name, target.name, rps, rows, d["med"], d["p(99)"], failed, server.rss_mb()), server.ready_s
+        for target in targets:
+            server = Process(target)
+            servers.append((target, server))
+            warm(server, target)
+        for rnd in range(args.rounds):
+            for target, server in servers if rnd % 2 == 0 else servers[::-1]:
+                yield measure(server, target, scenario, rnd, args, tmp, next(seeds))
     finally:
-        server.stop()
+        for _, server in servers:
+            server.stop()
 
 
+# -- redis -------------------------------------------------------------------------------------
 def flush(redis_url: str) -> None:
     import redis
 
     redis.Redis.from_url(redis_url).flushall()  # our own throwaway server, never a shared one
 
 
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    mem = next(
-        (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0"
-    )
-    k6 = subprocess.run([str(K6), "version"], capture_output=True, text=True).stdout.strip().splitlines()[0]
-    return f"{os.cpu_count()} x {cpu}, {int(mem) // 1024 // 1024} GiB RAM, {platform.platform()}, Python {platform.python_version()}, {k6}"
+# -- the profile -------------------------------------------------------------------------------
+def profile(target: Target, scenario: Scenario, args: argparse.Namespace, tmp: Path, out: Path) -> None:
+    """py-spy samples the service while wrk drives `scenario`; collapsed stacks go to `out`."""
+    py_spy = BIN / "py-spy"
+    server = Process(target)
+    try:
+        warm(server, target)
+        spy = subprocess.Popen(
+            [str(py_spy), "record", "--pid", str(server.pid), "--rate", "250", "--format", "raw",
+             "--output", str(out), "--nonblocking", "--threads"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(1.0)  # py-spy attaches
+        run_wrk(server.url, target, scenario, args.duration, 9000, tmp / "pool.txt")
+        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        _, err = spy.communicate(timeout=60)
+        if spy.returncode not in (0, -signal.SIGINT) and not out.exists():
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')}")
+    finally:
+        server.stop()
 
 
-def table(results: list[Result]) -> str:
-    ceiling = {r.scenario: r for r in results if r.target == "ceiling"}
-    lines = [
-        "| scenario | server | requests/s | rows/s | p50 ms | p99 ms | failed | vs ceiling | RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        base = ceiling.get(r.scenario)
-        ratio = (
-            f"{r.rows_per_s / base.rows_per_s:.0%}"
-            if base and r.target != "ceiling" and "fixed" not in r.scenario
-            else ""
-        )
-        lines.append(
-            f"| {r.scenario} | {r.target} | {r.rps:,.0f} | {r.rows_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.failed:.2%} | {ratio} | {r.rss_mb:.0f} |"
-        )
-    return "\n".join(lines)
+# -- the machine -------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")  # fmt: skip
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), "0")  # fmt: skip
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split(" [")[0].strip()
+    k6 = subprocess.run([str(K6), "version"], capture_output=True, text=True).stdout.strip().splitlines()
+    return {
+        "machine": f"{os.cpu_count()} x {cpu}, {int(mem) // 1024 // 1024} GiB RAM, {platform.platform()}",
+        "python": platform.python_version(),
+        "wrk": wrk,
+        "k6": k6[0].split(" (")[0] if k6 else "k6 missing",
+    }
 
 
-def find(results: list[Result], scenario: str, target: str) -> Result | None:
-    return next((r for r in results if r.scenario == scenario and r.target == target), None)
+def commit() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    # The code that ran: a report written by an earlier run (docs/) does not count.
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                            "src", "bench", "pyproject.toml", "uv.lock"], capture_output=True, text=True)  # fmt: skip
+    return sha.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
-def inference_us(text: str, rows: int) -> float | None:
-    """The fast path's median µs per call for `rows` rows, from bench/inference.py's table."""
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] == str(rows):
-            return float(parts[2])
-    return None
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def verdict(ok: bool | None) -> str:
-    return "not measured" if ok is None else ("**met**" if ok else "**not met**")
-
-
-def targets_table(results: list[Result], ready: list[float], inference: str) -> str:
-    rows = ["| target | measured | verdict |", "|---|---|---|"]
-
-    def ratio(scenario: str, goal: float, per_rows: bool = False) -> None:
-        svc, base = find(results, scenario, "service"), find(results, scenario, "ceiling")
-        if svc is None or base is None:
-            rows.append(f"| {scenario} >= {goal:.0%} of ceiling | | not measured |")
-            return
-        got = (svc.rows_per_s / base.rows_per_s) if per_rows else (svc.rps / base.rps)
-        unit = "rows/s" if per_rows else "requests/s"
-        rows.append(
-            f"| {scenario}: >= {goal:.0%} of the ceiling app's {unit} | {got:.0%} ({svc.rows_per_s if per_rows else svc.rps:,.0f} vs {base.rows_per_s if per_rows else base.rps:,.0f}) | {verdict(got >= goal)} |"
-        )
-
-    def p99(scenario: str, goal_ms: float) -> None:
-        svc = find(results, scenario, "service")
-        if svc is None:
-            rows.append(f"| {scenario}: p99 <= {goal_ms:g} ms | | not measured |")
-            return
-        achieved = f", achieved {svc.rps:,.0f} req/s" if svc.rps < 1900 else ""
-        rows.append(
-            f"| {scenario}: p99 <= {goal_ms:g} ms | {svc.p99_ms:.2f} ms{achieved} | {verdict(svc.p99_ms <= goal_ms and svc.rps >= 1900)} |"
-        )
-
-    ratio("hits", 0.90)
-    ratio("misses", 0.65)
-    p99("fixed-2000rps-hits", 5)
-    p99("fixed-2000rps-misses", 10)
-    ratio("batch100-half-repeated", 0.40, per_rows=True)
-    for scenario in ("fixed-1000rps-hits", "fixed-1000rps-misses"):
-        svc = find(results, scenario, "service")
-        if svc is not None:
-            rows.append(
-                f"| (context, no target) {scenario}: p99 | {svc.p99_ms:.2f} ms at {svc.rps:,.0f} req/s, {svc.failed:.1%} refused | |"
-            )
-    one, thousand = inference_us(inference, 1), inference_us(inference, 1000)
-    rows.append(
-        f"| model inference, 1 row: <= 100 µs | {one if one is not None else '?'} µs | {verdict(None if one is None else one <= 100)} |"
-    )
-    rows.append(
-        f"| model inference, 1,000 rows: <= 2 ms | {thousand if thousand is not None else '?'} µs | {verdict(None if thousand is None else thousand <= 2000)} |"
-    )
-    rss = max((r.rss_mb for r in results if r.target == "service"), default=float("nan"))
-    rows.append(
-        f"| resident memory <= 250 MB at full load | {rss:.0f} MB (largest after any run here; 10 min: [soak](soak.md)) | {verdict(rss <= 250)} |"
-    )
-    rows.append(
-        f"| ready to serve <= 3 s after start | {min(ready):.2f} to {max(ready):.2f} s | {verdict(max(ready) <= 3)} |"
-    )
-    return "\n".join(rows)
-
-
-def report(results: list[Result], ready: list[float], inference: str, args: argparse.Namespace) -> str:
-    return f"""# Benchmarks
-
-Produced by one run of `make bench` (`bench/run.py --duration {args.duration}`): every number below
-comes from the same run, the service and the ceiling app measured one after the other under the
-same conditions. Machine: {machine()}. The load generator (k6, 32 connections unless stated) runs on
-the same two cores as the server, as in the reference measurements. A shared machine is noisy:
-compare ratios within this run rather than absolute numbers across runs.
-
-The **ceiling app** (`bench/ceiling_app.py`) validates the same request body with the same schema,
-runs the same prometheus-fastapi-instrumentator middleware on the same server settings (uvicorn,
-uvloop, httptools, one process), and returns a constant: no real service can beat it.
-
-## Targets
-
-{targets_table(results, ready, inference)}
-
-## All runs
-
-Scenarios: **hits** (every request repeats a warmed row), **misses** (every request a row never
-sent before; Redis on), **batch100-half-repeated** (100 rows per request, half of them warmed;
-8 connections), **fixed-1000rps-*** and **fixed-2000rps-*** (open loop at a fixed offered rate:
-latency at a known load; failed requests there are 429s, the service shedding what it cannot carry). Ablations: the same runs with cross-request micro-batching off (`MICRO_BATCHING=false`: one
-Redis round trip and one model call per request) and with the in-process tier off
-(`MEMORY_CACHE_ROWS=0`). RSS is the server's resident memory right after the run.
-
-{table(results)}
-
-Service ready after start (spawn to first 200 on /readyz): {min(ready):.2f} to {max(ready):.2f} s.
-
-## Model inference (`bench/inference.py`)
-
-```
-{inference.strip()}
-```
-"""
+def mlserver_version() -> str:
+    out = subprocess.run([str(MLSERVER_VENV / "bin" / "mlserver"), "--version"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", default="15s", help="k6 duration of each run")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--no-ablations", action="store_true")
-    parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--write", type=Path, help="write the markdown report here (docs/benchmarks.md)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", default="6s", help="wrk duration of each run")
+    parser.add_argument("--k6-duration", default=None, help="k6 duration of each fixed-rate run (default --duration)")
+    parser.add_argument("--rounds", type=int, default=4, help="runs of every server in every scenario")
+    parser.add_argument("--scenarios", default=None, help="comma-separated subset of: " + ",".join(SCENARIOS))
+    parser.add_argument("--no-ablations", action="store_true", help="only the ceiling app and the service")
+    parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
+    parser.add_argument("--peers", action="store_true", help="the wrk scenarios against MLServer too (bench-peers)")
+    parser.add_argument("--profile", type=Path, help="also py-spy the service under the batch scenario, to this file")
+    parser.add_argument("--profile-scenario", default="batch100-half-repeated", choices=list(SCENARIOS))
     parser.add_argument("--inference", type=Path, help="bench/inference.py output to include in the report")
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--write", type=Path, help="render the markdown report here (docs/benchmarks.md)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: make deps (apt-get install wrk)")
+    default = [s for s in SCENARIOS if not args.peers or SCENARIOS[s].tool == "wrk"]
+    names = args.scenarios.split(",") if args.scenarios else default
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        redis = RedisServer(tmp).start()
-        redis_url = redis.url
-        results: list[Result] = []
-        ready: list[float] = []
+        write_pool(tmp / "pool.txt")
         try:
-            for seed, name in enumerate(args.scenarios.split(","), start=1):
-                for target in targets(redis_url, not args.no_ablations):
-                    flush(redis_url)
-                    result, ready_s = measure(target, name, SCENARIOS[name], args.duration, tmp, seed)
-                    results.append(result)
-                    if target.name == "service":
-                        ready.append(ready_s)
-                    print(
-                        f"{name:24s} {target.name:30s} {result.rps:9,.0f} req/s  p99 {result.p99_ms:7.2f} ms  failed {result.failed:.2%}",
-                        flush=True,
-                    )
+            redis_server = RedisServer(tmp).start()
+        except Unavailable as exc:
+            sys.exit(str(exc))
+        redis_url = redis_server.url
+        started = {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        runs: list[Run] = []
+        profile_text = ""
+        try:
+            base = service_targets(redis_url, not args.no_ablations and not args.peers, args.variant)
+            if args.peers:
+                base.append(mlserver_target(tmp))
+            seeds = itertools.count(1)
+            for name in names:
+                scenario = SCENARIOS[name]
+                flush(redis_url)
+                for run in run_scenario(scenario, [t for t in base if scenario.tool == "wrk" or not t.ablation],
+                                        args, tmp, seeds):  # fmt: skip
+                    runs.append(run)
+                    print(f"round {run.round + 1} {name:24s} {run.target:30s} {run.rps:9,.0f} req/s "
+                          f"{run.rows_per_s:9,.0f} rows/s  p99 {run.p99_ms:7.2f} ms  failed {run.failed:.2%}  "
+                          f"load {run.load1:.2f}", flush=True)  # fmt: skip
+            if args.profile:
+                flush(redis_url)
+                service = next(t for t in base if t.name == "service")
+                profile(service, SCENARIOS[args.profile_scenario], args, tmp, args.profile)
+                profile_text = args.profile.read_text()
         finally:
-            redis.stop()
-    print()
-    print(f"machine: {machine()}")
-    print(f"service ready after start: {min(ready):.2f}..{max(ready):.2f} s")
-    print(table(results))
+            redis_server.stop()
+    result = {
+        **machine(),
+        "commit": commit(),
+        "started": started,
+        "finished": {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        "duration": args.duration,
+        "k6_duration": args.k6_duration or args.duration,
+        "rounds": args.rounds,
+        "runs": [asdict(r) for r in runs],
+        "profile": report.summarise_profile(profile_text) if profile_text else None,
+        "inference": args.inference.read_text() if args.inference and args.inference.exists() else "",
+    }
+    if args.peers:
+        result["mlserver"] = mlserver_version()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(report.runs_table(report.medians(result)))
     if args.write:
-        inference = args.inference.read_text() if args.inference and args.inference.exists() else ""
-        args.write.write_text(report(results, ready, inference, args))
-    if args.json:
-        args.json.write_text(
-            json.dumps({"machine": machine(), "ready_s": ready, "results": [r.__dict__ for r in results]}, indent=2)
-        )
+        bench_json = args.json if not args.peers else args.json.with_name("bench.json")
+        peers_json = args.json if args.peers else args.json.with_name("bench-peers.json")
+        report.write(args.write, bench_json, peers_json)
+        print(f"wrote {args.write}")
 
 
 if __name__ == "__main__":

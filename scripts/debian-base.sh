@@ -128,7 +128,7 @@ install_tools
 lock="${HOUSING_DEBIAN_BASE_LOCK:-/tmp/housing-debian-base.lock}"
 exec 9>"$lock"
 flock 9
-if [ "$mode" = rebuild ] || ! podman image exists "$BASE_IMAGE"; then
+if [ "$mode" = rebuild ] || ! podman image exists "$BASE_IMAGE" 2>/dev/null; then
   bootstrap_base
 else
   say "reusing $BASE_IMAGE (already in podman's image store)"

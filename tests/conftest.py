@@ -106,6 +106,40 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+# --- the service image (issue 16) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built_image(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    """The image built from this checkout by podman on the local Debian base (scripts/image-build.sh),
+    and the environment podman needs. Skips with one line where podman cannot run (not root, no apt);
+    on CI as root it must run, so there that is a failure."""
+    import hashlib
+    import subprocess
+
+    try:
+        env = harness.podman_env()
+    except harness.Unavailable as exc:
+        if os.environ.get("CI") == "true" and os.geteuid() == 0:
+            pytest.fail(f"CI as root must build the image, but: {exc}")
+        pytest.skip(str(exc))
+    # One tag per checkout: worktrees and clones building at once never test each other's image.
+    image = os.environ.get("HOUSING_IMAGE") or f"localhost/housing-api:test-{hashlib.sha1(bytes(ROOT)).hexdigest()[:8]}"
+    build = subprocess.run(
+        [str(ROOT / "scripts" / "image-build.sh"), image],
+        env={**env, "ENGINE": "podman"}, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if build.returncode != 0:
+        pytest.fail(f"scripts/image-build.sh failed:\n{(build.stdout + build.stderr)[-4000:]}")
+    # "built <image> with podman: N MB", past output capture (fd-level, so a print would vanish).
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(build.stdout.strip().splitlines()[-1])
+    return image, env
+
+
 # --- a skipped deployment test is said out loud, and fails under CI ------------------------------
 # Without kubectl every manifest test skips, and a summary of "N passed, M skipped" reads as passed.
 _deployment_skips = pytest.StashKey[dict[str, str]]()

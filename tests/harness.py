@@ -170,3 +170,73 @@ class ServiceProcess(Proc):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+
+# --- podman containers (issue 16: the image, built and run for real) ----------------------------
+
+
+def podman_env(build: bool = True) -> dict[str, str]:
+    """The environment podman needs here (CONTAINERS_CONF: runc, ulimits), from scripts/debian-base.sh,
+    which installs podman when root and bootstraps the local Debian base (`build`) when podman lacks it.
+    Raises Unavailable, with the script's one-line reason, where podman cannot run."""
+    script = ROOT / "scripts" / "debian-base.sh"
+    result = subprocess.run([str(script), *([] if build else ["--env"])], capture_output=True, text=True)
+    if result.returncode == 3 or (not build and shutil.which("podman") is None):
+        why = result.stderr.strip().splitlines()
+        raise Unavailable(why[-1] if why else "podman is not installed (scripts/debian-base.sh installs it as root)")
+    if result.returncode != 0:
+        raise RuntimeError(f"scripts/debian-base.sh failed:\n{result.stderr[-3000:]}")
+    env = dict(os.environ)
+    for line in result.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    return env
+
+
+class Container:
+    """A detached podman container of the service image, published on a free loopback port.
+
+    Not started with --rm: its exit code and logs are read after it stops, then it is removed."""
+
+    def __init__(self, image: str, env: Mapping[str, str], *run_args: str, port: int = 8000) -> None:
+        self.podman_env = dict(env)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.argv = ["podman", "run", "-d", "-p", f"127.0.0.1:{self.port}:{port}", *run_args, image]
+        self.id = ""
+
+    def podman(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["podman", *args], env=self.podman_env, capture_output=True, text=True, timeout=timeout_s)
+
+    def start(self) -> Container:
+        result = subprocess.run(self.argv, env=self.podman_env, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"podman run failed: {result.stderr[-2000:]}")
+        self.id = result.stdout.strip().splitlines()[-1]
+        return self
+
+    def ready(self) -> bool:
+        return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+    def running(self) -> bool:
+        return self.podman("inspect", "--format", "{{.State.Running}}", self.id).stdout.strip() == "true"
+
+    def exec(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.podman("exec", self.id, *argv)
+
+    def wait(self, timeout_s: float = 60) -> int:
+        """Exit code once the container has stopped."""
+        return int(self.podman("wait", self.id, timeout_s=timeout_s).stdout.strip().splitlines()[-1])
+
+    def logs(self) -> str:
+        result = self.podman("logs", self.id)
+        return (result.stdout + result.stderr)[-4000:]
+
+    def stop(self, timeout_s: int = 30) -> int:
+        """SIGTERM, SIGKILL after timeout_s (what `podman stop` does); the exit code."""
+        self.podman("stop", "-t", str(timeout_s), self.id, timeout_s=timeout_s + 30)
+        return self.wait()
+
+    def remove(self) -> None:
+        if self.id:
+            self.podman("rm", "-f", "-t", "0", self.id)

@@ -1,6 +1,22 @@
+import hashlib
+import math
+import random
+import struct
+from typing import Any
+
 import pytest
 
-from housing_api.keys import batch_digest, cache_keys, canonical_row, key_namespace, row_digest
+from housing_api.keys import (
+    SMALL_BATCH,
+    batch_digest,
+    cache_keys,
+    canonical_batch,
+    canonical_row,
+    key_namespace,
+    row_bytes,
+    row_digest,
+    row_digests,
+)
 
 ROW = {"MedInc": 8.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02,
        "Population": 322, "AveOccup": 2.55, "Latitude": 37.88, "Longitude": -122.23}  # fmt: skip
@@ -38,6 +54,57 @@ def test_batch_digest_depends_on_order_and_content() -> None:
     assert batch_digest([a, b]) != batch_digest([b, a])
     assert batch_digest([a, b]) == batch_digest([canonical_row(dict(reversed(list(ROW.items())))), b])
     assert len(batch_digest([a])) == 32
+
+
+# -- the vectorised batch path: the same rows, bytes and digests as the per-row functions -------
+def _variants() -> list[dict[str, Any]]:
+    rng = random.Random(12)
+    rows: list[dict[str, Any]] = [ROW, dict(reversed(list(ROW.items()))), {**ROW, "Extra": "x"}]
+    rows += [{**ROW, "HouseAge": 42, "Population": 322}, {**ROW, "HouseAge": -0.0, "Latitude": -0.0}]
+    rows += [{**ROW, "Population": 1e300, "AveBedrms": 5e-324}]
+    rows += [{name: rng.uniform(-100, 100) for name in reversed(ROW)} for _ in range(50)]
+    return rows
+
+
+# Sizes on both sides of SMALL_BATCH, so the per-row path and the numpy path are both held to it.
+SIZES = [1, 2, SMALL_BATCH - 1, SMALL_BATCH, SMALL_BATCH + 1, 56]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_canonical_batch_rows_are_canonical_row_of_each_row(size: int) -> None:
+    rows = _variants()[-size:]
+    batch = canonical_batch(rows)
+    assert batch.rows == [canonical_row(r) for r in rows]
+    assert all(type(v) is float for row in batch.rows for v in row)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical(size: int) -> None:
+    # Keys already in Redis must still be found: the digest is blake2b-128 of the little-endian
+    # float64 row, computed here independently of keys.py.
+    rows = _variants()[:size]
+    batch = canonical_batch(rows)
+    canonical = [tuple(float(r[name]) + 0.0 for name in ROW) for r in rows]
+    expected_rows = [hashlib.blake2b(struct.pack("<8d", *c), digest_size=16).hexdigest() for c in canonical]
+    whole = hashlib.blake2b(b"".join(struct.pack("<8d", *c) for c in canonical), digest_size=16).hexdigest()
+    assert row_digests(batch.data) == expected_rows == [row_digest(r) for r in batch.rows]
+    assert batch.query_key == whole == batch_digest(batch.rows)
+    assert batch.data == b"".join(row_bytes(r) for r in batch.rows)
+
+
+@pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])
+@pytest.mark.parametrize(("value", "folded"), [(-0.0, True), (0.0, False), (0, False), (-1.0, False)])
+def test_canonical_batch_reports_a_folded_negative_zero(value: float, folded: bool, size: int) -> None:
+    batch = canonical_batch([ROW, {**ROW, "HouseAge": value}, *[ROW] * (size - 2)])
+    assert batch.folded_negative_zero is folded
+    assert math.copysign(1.0, batch.rows[1][1]) == (1.0 if value == 0 else math.copysign(1.0, value))
+
+
+@pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])
+def test_canonical_batch_needs_every_feature(size: int) -> None:
+    without = {k: v for k, v in ROW.items() if k != "Latitude"}
+    with pytest.raises(KeyError):
+        canonical_batch([*[ROW] * (size - 1), without])
 
 
 def test_keys_carry_the_value_encoding() -> None:

@@ -2,8 +2,8 @@
 
 A row a request could not answer from the in-process tier joins the single-flight map
 (inflight.py) and travels through three supervised stages (stages.py): `lookup` (one MGET per
-micro-batch), `model` (one vectorised call per micro-batch) and `write` (one pipelined write-behind
-round trip). Batching is adaptive: a stage takes whatever is queued the moment it is free, so a
+micro-batch), `model` (one vectorised call per micro-batch) and `write` (one EVALSHA per
+micro-batch). Batching is adaptive: a stage takes whatever is queued the moment it is free, so a
 lone request never waits for a timer, and under load the queue that builds up during one model
 call becomes the next (bigger) batch.
 

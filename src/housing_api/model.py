@@ -160,7 +160,9 @@ def installed_sklearn_version() -> str:
 
 def check_compatible(info: ModelInfo) -> None:
     installed = installed_sklearn_version()
-    if info.sklearn_version != installed:
+    # Without scikit-learn (the runtime image, no `train` extra) nothing is unpickled, so its version
+    # does not matter: require_fast_path() insists on the forest file instead.
+    if installed != "none" and info.sklearn_version != installed:
         raise IncompatibleModel(
             f"model was written by scikit-learn {info.sklearn_version} but "
             f"{installed} is installed; install scikit-learn=={info.sklearn_version} "
@@ -231,13 +233,35 @@ def forest_predictor(model_path: Path, forest: bytes) -> Predict | None:
     return predict
 
 
+def require_fast_path(model_path: Path, info: ModelInfo, forest: bytes | None) -> Predict:
+    """Without scikit-learn only the compiled fast path can serve: its predict(), or a one-line refusal."""
+    predict = None if forest is None else forest_predictor(model_path, forest)
+    if predict is None:
+        why = (
+            "model.json names no forest file"
+            if info.forest_sha256 is None
+            else f"{forest_path(model_path).name} is missing"
+            if forest is None
+            else "the compiled kernel is not built"
+        )
+        raise IncompatibleModel(
+            f"model {model_path} ({info.estimator}) cannot be served without scikit-learn ({why}), and this "
+            "installation has none; serve a model with a forest file (`housing-api train` writes one) or "
+            "install the `train` extra (pip install 'housing-api[train]')"
+        )
+    return predict
+
+
 def load_model(model_path: Path) -> Model:
     """Verify then load; raises a ModelArtifactError subclass with a one-line fix otherwise."""
     info = read_metadata(model_path)
     check_compatible(info)
     data = read_verified_bytes(model_path, info)
     forest = read_verified_forest(model_path, info)
-    predict = None if forest is None else forest_predictor(model_path, forest)
+    if installed_sklearn_version() == "none":
+        predict: Predict | None = require_fast_path(model_path, info, forest)
+    else:
+        predict = None if forest is None else forest_predictor(model_path, forest)
     if predict is not None:
         # The verified joblib bytes are unpickled only if someone asks for the estimator.
         return Model(info, predict, fast_path=True, load_estimator=partial(unpickle, data))
@@ -248,9 +272,12 @@ def load_model(model_path: Path) -> Model:
 
 
 def verify_artifact(model_path: Path) -> ModelInfo:
-    """Every check load_model() makes before unpickling or reading tables, without doing either."""
+    """Every check load_model() makes before unpickling, without unpickling (without scikit-learn,
+    also that the forest file's tables load, since nothing else could serve)."""
     info = read_metadata(model_path)
     check_compatible(info)
     read_verified_bytes(model_path, info)
-    read_verified_forest(model_path, info)
+    forest = read_verified_forest(model_path, info)
+    if installed_sklearn_version() == "none":
+        require_fast_path(model_path, info, forest)
     return info

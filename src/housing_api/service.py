@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
 from housing_api import FEATURES
 from housing_api.batching import Resolver, Source
 from housing_api.errors import Overloaded
-from housing_api.keys import Row, batch_digest, canonical_row
+from housing_api.keys import Row, canonical_batch
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import Model
 from housing_api.schemas import BatchValidator, HouseFeatures
@@ -23,9 +23,9 @@ from housing_api.schemas import BatchValidator, HouseFeatures
 CacheStatus = Literal["HIT", "MISS", "PARTIAL"]
 
 
-def cache_status(sources: Sequence[Source]) -> CacheStatus:
+def cache_status(sources: list[Source]) -> CacheStatus:
     """HIT: every row came from a cache tier; MISS: every row from the model."""
-    from_model = sum(1 for s in sources if s == "model")
+    from_model = sources.count("model")
     if from_model == 0:
         return "HIT"
     return "MISS" if from_model == len(sources) else "PARTIAL"
@@ -64,15 +64,25 @@ class PredictionService:
             self.inflight -= 1
 
     async def predict_rows(self, inputs: Sequence[HouseFeatures]) -> tuple[dict[str, Any], CacheStatus]:
-        rows: list[Row] = [canonical_row(r) for r in inputs]
-        values, sources = await self.resolver.predict(rows)
+        """Answer validated rows (the validator's or HouseQuery's output, never raw client JSON)."""
+        batch = canonical_batch(inputs)
+        values, sources = await self.resolver.predict(batch.rows)
         body = {
-            "query_key": batch_digest(rows),
-            "inputs": [dict(zip(FEATURES, row, strict=True)) for row in rows],
+            "query_key": batch.query_key,
+            "inputs": self._echo(inputs, batch.rows, batch.folded_negative_zero),
             "prediction": values,
             "model_version": self.model.version,
         }
         return body, cache_status(sources)
+
+    @staticmethod
+    def _echo(inputs: Sequence[HouseFeatures], rows: list[Row], folded: bool) -> Sequence[HouseFeatures]:
+        """The canonical rows as objects. Validated rows already are that (float values in FEATURES
+        order, extra keys dropped), so they are echoed as they are, without a new dict per row;
+        only a -0.0, which the canonical row holds as 0.0, needs the rows rebuilt."""
+        if not folded:
+            return inputs
+        return [cast(HouseFeatures, dict(zip(FEATURES, row, strict=True))) for row in rows]
 
     async def predict_body(self, body: bytes) -> tuple[bytes, CacheStatus]:
         """Validate a POST /predict body (raises pydantic.ValidationError) and answer it."""
