@@ -4,7 +4,8 @@
 #   - uv, from PyPI into ~/.local/bin (with Debian's python3-pip when pip is missing: Debian's
 #     python3 ships without it);
 #   - gcc, libc6-dev and python3-dev, to compile the inference kernel (src/housing_api/_fastpath.c);
-#   - redis-server, which the tests use, and wrk, make bench's load generator.
+#   - redis-server, which the tests use, wrk, make bench's load generator, and procps (`uptime`,
+#     which the benchmarks record; a minimal Debian lacks it).
 # As root with apt-get it installs them. Otherwise it prints the one command to run, and fails
 # when `make run` cannot work without it (redis-server alone is a warning: those tests skip).
 set -euo pipefail
@@ -30,6 +31,7 @@ command -v cc >/dev/null 2>&1 || required+=(gcc libc6-dev)
 python_headers || required+=(python3-dev)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
 command -v wrk >/dev/null 2>&1 || optional+=(wrk)
+command -v uptime >/dev/null 2>&1 || optional+=(procps)
 missing=("${required[@]}" "${optional[@]}")
 
 if [ ${#missing[@]} -gt 0 ]; then
