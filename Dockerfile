@@ -95,6 +95,18 @@ RUN find /app/.venv -name '*.so' ! -path '*/numpy*' -exec strip --strip-debug {}
               /app/.venv/lib/python3.11/site-packages/numpy/distutils /app/.venv/lib/python3.11/site-packages/numpy/_core/include \
     && /app/.venv/bin/python -c "import housing_api._fastpath, housing_api.app, numpy, uvloop, httptools, orjson"
 
+# The init container that fetches MODEL_URI's registry version into MODEL_STORE (`make image-fetch`;
+# docs/deployment.md, "Models from the MLflow registry"): the builder's venv plus MLflow's client
+# (the `mlflow` extra), which the runtime image leaves out. `docker build` without --target skips it.
+# Kubernetes runs it as uid 10001 (securityContext); it only reads the registry and writes /models.
+FROM builder AS fetch
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=secret,id=ca-certificates,required=false \
+    if [ -f /run/secrets/ca-certificates ]; then export SSL_CERT_FILE=/run/secrets/ca-certificates; fi \
+    && uv sync --frozen --no-dev --no-editable --extra mlflow
+ENV MODEL_STORE=/models
+ENTRYPOINT ["/app/.venv/bin/housing-api", "fetch-model"]
+
 FROM base AS runtime
 ARG BASE_IMAGE
 # A fixed numeric uid/gid, so Kubernetes can check runAsNonRoot and fsGroup matches.

@@ -43,8 +43,12 @@ lint:  ## ruff + mypy --strict on src/
 lock-check:  ## fail when uv.lock is out of date with pyproject.toml
 	$(UV) lock --check
 
-train: install  ## retrain model/model.joblib + model/model.json from SCIKIT_LEARN_DATA
-	$(BIN)/housing-api train
+# Into build/model/ unless asked: `make train TRAIN_OUT=model` replaces the committed model (a re-run
+# that reproduces it rewrites identical bytes); `TRAIN_ARGS=--register` also registers it in MLflow.
+TRAIN_OUT  ?= build/model
+TRAIN_ARGS ?=
+train: install  ## train into $(TRAIN_OUT)/ from SCIKIT_LEARN_DATA (TRAIN_OUT=model replaces the committed model)
+	$(BIN)/housing-api train --out $(TRAIN_OUT)/model.joblib $(TRAIN_ARGS)
 
 fresh-test:  ## the quickstart in a bare Debian 12 podman container: make run, the README's curl, make test (root)
 	bash scripts/fresh-test.sh
@@ -58,7 +62,7 @@ IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
 KUBECTL      = $(or $(wildcard $(BIN)/kubectl),kubectl)
 
-.PHONY: image image-test k8s-render
+.PHONY: image image-test image-fetch k8s-render
 
 # -- image (docs/deployment.md, "The image") --
 image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debian base (scripts/image-build.sh)
@@ -67,6 +71,10 @@ image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debia
 image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
 	$(BIN)/pytest -q tests/test_image.py
 # -- end image --
+
+image-fetch:  ## docker build --target fetch $(IMAGE)-fetch:$(IMAGE_TAG): the init container that fetches MODEL_URI
+	$$(command -v docker || command -v podman) build --target fetch -t $(IMAGE)-fetch:$(IMAGE_TAG) .
+	@echo "built $(IMAGE)-fetch:$(IMAGE_TAG)"
 
 k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/*.yaml
 	@mkdir -p $(K8S_RENDER)

@@ -172,6 +172,37 @@ class ServiceProcess(Proc):
         return float("nan")
 
 
+class MLflowServer(Proc):
+    """An MLflow tracking server with its model registry: a SQLite backend and a local artifact
+    folder under `tmp`, artifacts proxied through the server (mlflow-artifacts:/), a free port."""
+
+    def __init__(self, tmp: Path) -> None:
+        # The project's own venv has it (dev group); another `mlflow` on PATH could be any version.
+        binary = Path(sys.executable).with_name("mlflow")
+        if not binary.is_file():
+            raise Unavailable("MLflow is not installed in this environment; install it with: make install")
+        self.port = free_port()
+        self.artifacts = tmp / "artifacts"
+        super().__init__(
+            [str(binary), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(self.artifacts)],
+            {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}, cwd=tmp, log=tmp / "mlflow.log",
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 240.0) -> MLflowServer:
+        # The first start creates the database schema (alembic migrations): tens of seconds on a busy machine.
+        self.spawn()
+        if not wait_until(lambda: not self.alive() or httpx.get(self.url + "/health", timeout=2).status_code == 200,
+                          timeout_s, interval_s=0.25) or not self.alive():  # fmt: skip
+            self.stop(timeout_s=10)
+            raise RuntimeError(f"the MLflow server did not start: {self.output()}")
+        return self
+
+
 # --- podman containers (issue 16: the image, built and run for real) ----------------------------
 
 

@@ -901,6 +901,41 @@ def check_prometheus_rule(objs: list[Obj]) -> list[str]:
     return []
 
 
+PINNED_MODEL = re.compile(r"models:/[A-Za-z0-9][A-Za-z0-9_.\-]*/[1-9][0-9]*")
+"""A registered model version by number: immutable, like an image tag. An alias (@champion) moves."""
+
+
+def check_prod_model(objs: list[Obj]) -> list[str]:
+    """Prod serves a pinned registry version: an init container fetches MODEL_URI into a volume the
+    API container reads (both see the same MODEL_URI and MODEL_STORE), and its calls to MLflow go
+    around the Istio sidecar, which does not exist yet while init containers run."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    spec = pod_spec(deployment)
+    api = spec["containers"][0]
+    problems = []
+    uri = config_value(objs, deployment, api, "MODEL_URI") or ""
+    if not PINNED_MODEL.fullmatch(uri):
+        problems.append(f"prod MODEL_URI {uri!r} is not a pinned registry version models:/<name>/<number>")
+    fetch = next((c for c in spec.get("initContainers", []) if c["name"] == "fetch-model"), None)
+    if fetch is None:
+        return [*problems, "API pod has no fetch-model init container"]
+    if config_value(objs, deployment, fetch, "MODEL_URI") != uri:
+        problems.append("fetch-model and the API container see different MODEL_URI values")
+    store = config_value(objs, deployment, api, "MODEL_STORE") or ""
+    volumes = [{m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}.get(store) for c in (fetch, api)]
+    if volumes[0] is None or volumes[0] != volumes[1]:
+        problems.append(f"fetch-model and the API container do not share MODEL_STORE {store!r}: {volumes}")
+    port = urlsplit(config_value(objs, deployment, fetch, "MLFLOW_TRACKING_URI") or "").port or 80
+    excluded = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if _istio_injected(objs, namespace_of(deployment)) and str(port) not in excluded.get(
+        "traffic.sidecar.istio.io/excludeOutboundPorts", ""
+    ).split(","):
+        problems.append(f"fetch-model's MLflow port {port} is not excluded from the sidecar")
+    return problems
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -925,6 +960,7 @@ PROD_CHECKS: list[Check] = [
     check_grafana_dashboard,
     check_pod_monitors,
     check_prometheus_rule,
+    check_prod_model,
 ]
 
 
@@ -957,6 +993,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "grafana_dashboard",
         "pod_monitors",
         "prometheus_rule",
+        "prod_model",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1049,7 +1086,31 @@ def _redis_may_run_as_root(objs: list[Obj]) -> None:
     del _redis_container(objs)["securityContext"]["runAsNonRoot"]
 
 
+def _fetch_model(objs: list[Obj]) -> Obj:
+    return next(c for c in pod_spec(_api(objs))["initContainers"] if c["name"] == "fetch-model")
+
+
 MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
+    (
+        "model-alias-in-prod",
+        check_prod_model,
+        lambda o: _config(o).__setitem__("MODEL_URI", "models:/housing@champion"),
+        "not a pinned registry version",
+    ),
+    (
+        "model-store-not-shared",
+        check_prod_model,
+        lambda o: _fetch_model(o)["volumeMounts"][0].__setitem__("mountPath", "/var/models"),
+        "do not share MODEL_STORE",
+    ),
+    (
+        "mlflow-through-sidecar",
+        check_prod_model,
+        lambda o: _api(o)["spec"]["template"]["metadata"]["annotations"].__setitem__(
+            "traffic.sidecar.istio.io/excludeOutboundPorts", "6379"
+        ),
+        "port 5000 is not excluded",
+    ),
     ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
     (
         "deployment-fights-hpa",
@@ -1562,8 +1623,22 @@ def test_image_check_reports_a_manifest_that_drifted_from_the_image(
 
 
 @pytest.mark.integration
+def prefetched_store(tmp_path: Path, model_uri: str) -> Path:
+    """What `housing-api fetch-model` leaves in MODEL_STORE for model_uri, with the committed model."""
+    from housing_api.registry import CURRENT, PROVENANCE, parse_ref
+
+    ref = parse_ref(model_uri)
+    folder = tmp_path / "models" / ref.name / str(ref.version)
+    folder.mkdir(parents=True)
+    for name in ("model.joblib", "model.json", "model.forest.npz"):
+        shutil.copy(ROOT / "model" / name, folder / name)
+    (folder / PROVENANCE).write_text(json.dumps({"name": ref.name, "version": ref.version}))
+    (tmp_path / "models" / CURRENT).write_text(json.dumps({"uri": model_uri, "name": ref.name, "version": ref.version}))
+    return tmp_path / "models"
+
+
 def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
-    rendered: dict[str, list[Obj]], built_image: tuple[str, dict[str, str]]
+    rendered: dict[str, list[Obj]], built_image: tuple[str, dict[str, str]], tmp_path: Path
 ) -> None:
     """The prod pod's settings, applied to the built image: its user, read-only root, emptyDir mounts,
     dropped capabilities and ConfigMap (without Redis: the cache is optional); each probe answers 200."""
@@ -1577,8 +1652,14 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
     if context.get("readOnlyRootFilesystem"):
         args += ["--read-only", "--read-only-tmpfs=false"]
     empty_dirs = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
-    args += [a for m in api.get("volumeMounts", []) if m["name"] in empty_dirs for a in ("--tmpfs", m["mountPath"])]
-    args += [a for k, v in _config(objs).items() if k != "REDIS_URL" for a in ("-e", f"{k}={v}")]
+    config = _config(objs)
+    # MODEL_STORE is the emptyDir the fetch-model init container fills from the registry: here, a
+    # folder laid out as it leaves it (test_registry.py runs the real fetch against a real MLflow).
+    store = prefetched_store(tmp_path, config["MODEL_URI"])
+    args += [a for m in api.get("volumeMounts", []) if m["name"] in empty_dirs
+             for a in (("-v", f"{store}:{m['mountPath']}:ro") if m["mountPath"] == config["MODEL_STORE"]
+                       else ("--tmpfs", m["mountPath"]))]  # fmt: skip
+    args += [a for k, v in config.items() if k != "REDIS_URL" for a in ("-e", f"{k}={v}")]
     port = container_port(deployment, "http")
     assert port is not None
     container = Container(built_image[0], built_image[1], *args, port=port["containerPort"]).start()
@@ -1588,5 +1669,7 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
             get = api[probe]["httpGet"]
             assert container_port(deployment, get["port"]) == port
             assert httpx.get(container.url + get["path"], timeout=api[probe]["timeoutSeconds"]).status_code == 200
+        # The runtime image has no MLflow client: it served the folder the init container left.
+        assert httpx.get(container.url + "/model", timeout=5).json()["registry"]["uri"] == config["MODEL_URI"]
     finally:
         container.remove()

@@ -47,7 +47,7 @@ def plausible_rows(n: int = 500) -> np.ndarray:
 
 def test_committed_model_meets_the_quality_bar() -> None:
     meta = json.loads(MODEL_PATH.with_suffix(".json").read_text())
-    assert meta["holdout_r2"] >= 0.85
+    assert meta["holdout_r2"] >= 0.859  # docs/model.md: what was tried for 0.86
     assert meta["version"] == sha256_hex(MODEL_PATH.read_bytes())
     assert meta["train_rows"] + meta["test_rows"] == 20640
 
@@ -186,7 +186,9 @@ def test_serve_refuses_a_missing_artifact(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (DATA / "cal_housing_py3.pkz").is_file(), reason=f"offline data copy not found at {DATA}")
 def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
     out = tmp_path / "model.joblib"
-    env = {**os.environ, "SCIKIT_LEARN_DATA": str(DATA)}
+    # One OpenMP thread: on a shared, oversubscribed machine OpenMP's barriers spin and a 20 s fit
+    # of the 3000-tree model took over 10 minutes; the result does not depend on the thread count.
+    env = {**os.environ, "SCIKIT_LEARN_DATA": str(DATA), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "housing_api", "train", "--out", str(out)], env=env, check=True, timeout=600)
     new = json.loads(out.with_suffix(".json").read_text())
     committed = json.loads(MODEL_PATH.with_suffix(".json").read_text())

@@ -71,3 +71,24 @@ def test_with_scikit_learn_the_same_model_falls_back_to_unpickling(tmp_path: Pat
     path = copy_model(tmp_path, forest=False, forest_sha256=None, forest_format=None)
     assert verify_artifact(path).forest_sha256 is None
     assert type(load_model(path).estimator).__name__ == "HistGradientBoostingRegressor"
+
+
+def test_train_without_scikit_learn_says_what_to_install_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # A module finder that refuses scikit-learn, as in the runtime image.
+    block = (
+        "import sys\n"
+        "class NoSklearn:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('sklearn', 'joblib'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoSklearn())\n"
+        "from housing_api.cli import main\n"
+        "sys.exit(main(['train', '--out', sys.argv[1]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", block, str(tmp_path / "m.joblib")], capture_output=True, text=True)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "install the train extra" in lines[0]

@@ -17,3 +17,24 @@ def test_quickstart_targets_exist() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("install", "run", "test"):
         assert re.search(rf"^{target}:", makefile, flags=re.M), target
+
+
+def test_readme_and_openapi_examples_are_what_the_committed_model_answers() -> None:
+    import json
+
+    from conftest import app_client
+
+    from housing_api.schemas import SAMPLE_BATCH
+
+    with app_client() as client:
+        answer = client.post("/predict", json=SAMPLE_BATCH).json()
+        example = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]["200"]["content"]
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.search(r'"prediction": (\[[^]]*\]),\n "model_version": "([0-9a-f]{64})"', readme)
+    assert quoted is not None
+    assert (json.loads(quoted[1]), quoted[2]) == (answer["prediction"], answer["model_version"])
+    assert f'"query_key": "{answer["query_key"]}"' in readme
+    sample = example["application/json"]["example"]
+    assert {k: sample[k] for k in ("query_key", "prediction", "model_version")} == {
+        k: answer[k] for k in ("query_key", "prediction", "model_version")
+    }

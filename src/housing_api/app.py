@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from housing_api.http_metrics import instrument
 from housing_api.keys import Row, key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
+from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
 
@@ -33,15 +35,17 @@ RESOLVER_STOP_S = 5.0
 
 def _sample_response() -> dict[str, Any]:
     return {
-        "query_key": "5d1c0c9a0f0a4b8e9d7c2f1e3a6b4c8d",
+        # What the committed model answers for SAMPLE_BATCH (tested in test_readme).
+        "query_key": "d55e3f4c8b28f2976949be05f14b42bb",
         "inputs": [{f: float(r[f]) for f in FEATURES} for r in SAMPLE_BATCH],
-        "prediction": [4.41, 1.73, 1.78, 1.40],
-        "model_version": "a7f2280e79f4d97e84b355d32dbfbcf9ea6858e7ece119ed3d0b1328df6258cb",
+        "prediction": [4.20150441045493, 1.908479869597477, 1.7725212919374334, 2.528655091889276],
+        "model_version": "9a14fecb57e9e7ba537144e6d8fd19d399281c9f0a3676ace26fef952d249f0c",
     }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing is loaded or connected until the lifespan starts."""
+def create_app(settings: Settings | None = None, source: ModelSource | None = None) -> FastAPI:
+    """Build the app; nothing is loaded or connected until the lifespan starts. `source` is the model
+    the CLI already resolved (and fetched); without it the lifespan resolves the settings' own."""
     settings = settings or Settings()
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
@@ -49,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service, redis = await _start(settings, metrics, validator)
+        service, redis = await _start(settings, metrics, validator, source)
         app.state.service = service
         app.state.http_cache_backend = http_cache = HttpCacheBackend(
             min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics
@@ -92,10 +96,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def model_source(settings: Settings) -> ModelSource:
+    """MODEL_URI (a registry version is fetched into MODEL_STORE first), else MODEL_PATH."""
+    return resolve_source(settings.model_uri, settings.model_path, settings.model_store, settings.mlflow_tracking_uri)
+
+
 async def _start(
-    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator
+    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator, source: ModelSource | None
 ) -> tuple[PredictionService, RedisTier | None]:
-    model = load_model(settings.model_path)
+    if source is None:
+        # Fetching from a registry is network I/O: keep it off the event loop.
+        source = await asyncio.to_thread(model_source, settings)
+    model = load_model(source.path, source.registry)
     # The estimator's name from model.json: model.estimator would unpickle it just for a label.
     metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
     redis = None

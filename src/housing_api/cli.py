@@ -1,4 +1,4 @@
-"""Command line: `housing-api serve` and `housing-api train`. Argument parsing only."""
+"""Command line: `housing-api serve`, `train` and `fetch-model`. Argument parsing only."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from housing_api.errors import ModelArtifactError
 
@@ -29,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from housing_api.app import RESOLVER_STOP_S, create_app
+    from housing_api.app import RESOLVER_STOP_S, create_app, model_source
     from housing_api.config import ConfigurationError, load_settings
     from housing_api.model import verify_artifact
     from housing_api.server import DrainingServer
@@ -42,12 +43,14 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
-        verify_artifact(settings.model_path)
+        # A registry version is fetched here, once, into MODEL_STORE.
+        source = model_source(settings)
+        verify_artifact(source.path)
     except ModelArtifactError as exc:
         print(f"housing-api: cannot start: {exc}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, source),
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -70,10 +73,85 @@ def graceful_timeout(args: argparse.Namespace, shutdown_timeout_s: float, resolv
 
 
 def _train(args: argparse.Namespace) -> int:
-    from housing_api.train import train
+    from housing_api.errors import TrainingDataMissing
 
-    result = train(Path(args.out), download=args.download)
-    print(f"wrote {args.out} (version {result.meta['version'][:16]}): held-out R2={result.r2:.4f} MAE={result.mae:.4f}")
+    try:
+        from housing_api.train import train
+    except ImportError as exc:  # the runtime image and a plain install leave scikit-learn out
+        print(
+            f"housing-api: cannot train: {exc.name or 'scikit-learn'} is not installed; "
+            "install the train extra: pip install 'housing-api[train]' (make install does)",
+            file=sys.stderr,
+        )
+        return 2
+
+    registry = _registry("train") if args.register else None
+    if registry is False:
+        return 2
+    out = Path(args.out)
+    try:
+        result = train(out, download=args.download, max_iter=args.max_iter)
+    except TrainingDataMissing as exc:
+        print(f"housing-api: cannot train: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (version {result.meta['version'][:16]}): held-out R2={result.r2:.4f} MAE={result.mae:.4f}")
+    return 0 if registry is None else _register(registry, out, result, args)
+
+
+def _registry(step: str) -> Any:
+    """MLflow's client for MLFLOW_TRACKING_URI, or False after printing why there is none."""
+    from housing_api.config import ConfigurationError, load_settings
+    from housing_api.registry import INSTALL_HINT, Registry
+
+    try:
+        return Registry(load_settings().mlflow_tracking_uri)
+    except ImportError:
+        print(f"housing-api: cannot {step}: {INSTALL_HINT}", file=sys.stderr)
+    except (ModelArtifactError, ConfigurationError) as exc:
+        print(f"housing-api: cannot {step}: {exc}", file=sys.stderr)
+    return False
+
+
+def _register(registry: Any, out: Path, result: Any, args: argparse.Namespace) -> int:
+    from housing_api.train import register
+
+    try:
+        registered = register(registry, out, result, args.model_name)
+        if args.alias:
+            registry.set_alias(registered.name, args.alias, registered.version)
+    except ModelArtifactError as exc:
+        print(f"housing-api: cannot register: {exc}", file=sys.stderr)
+        return 2
+    alias = f", alias @{args.alias}" if args.alias else ""
+    print(f"registered {registered.uri} (run {registered.run_id}{alias}) at {registry.where}")
+    return 0
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from housing_api.config import ConfigurationError, load_settings
+    from housing_api.model import verify_artifact
+    from housing_api.registry import is_registry_uri, parse_ref
+
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(f"housing-api: cannot fetch: {exc}", file=sys.stderr)
+        return 2
+    uri = args.uri or settings.model_uri or ""
+    if not is_registry_uri(uri):
+        print("housing-api: cannot fetch: set MODEL_URI (or --uri) to models:/<name>/<version>", file=sys.stderr)
+        return 2
+    registry = _registry("fetch")
+    if registry is False:
+        return 2
+    try:
+        source = registry.fetch(parse_ref(uri), Path(args.store) if args.store else settings.model_store)
+        info = verify_artifact(source.path)
+    except ModelArtifactError as exc:
+        print(f"housing-api: cannot fetch: {exc}", file=sys.stderr)
+        return 2
+    resolved = f"models:/{source.registry['name']}/{source.registry['version']}"
+    print(f"fetched {uri} = {resolved} (version {info.version[:16]}) into {source.path.parent}")
     return 0
 
 
@@ -101,7 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--download", action="store_true", help="let scikit-learn download the data if it is not in SCIKIT_LEARN_DATA"
     )
+    train.add_argument("--max-iter", type=int, help="boosting iterations instead of the tuned default (quick models)")
+    train.add_argument(
+        "--register", action="store_true", help="log the run to MLFLOW_TRACKING_URI and register a new model version"
+    )
+    train.add_argument("--model-name", default="housing", help="registered model name (default: housing)")
+    train.add_argument("--alias", help="with --register: point this alias (e.g. champion) at the new version")
     train.set_defaults(func=_train)
+    fetch = sub.add_parser(
+        "fetch-model", help="fetch MODEL_URI's registry version into MODEL_STORE and verify it (the init container)"
+    )
+    fetch.add_argument("--uri", help="models:/<name>/<version> or models:/<name>@<alias> (default: MODEL_URI)")
+    fetch.add_argument("--store", help="folder to fetch into (default: MODEL_STORE)")
+    fetch.set_defaults(func=_fetch_model)
     return parser
 
 

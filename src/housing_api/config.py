@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -17,6 +18,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
     model_path: Path = Field(Path("model/model.joblib"), description="Model artifact; model.json must sit beside it.")
+    model_uri: str | None = Field(
+        None,
+        description="Where the model comes from, overriding MODEL_PATH: a local model.joblib, or an MLflow registry version models:/<name>/<version> (or models:/<name>@<alias>, for dev).",
+    )
+    model_store: Path = Field(
+        Path(tempfile.gettempdir()) / "housing-api-models",
+        description="Folder that registry versions are fetched into (MODEL_STORE/<name>/<version>/), once per version.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking server (and model registry) that models:/ references are fetched from."
+    )
     redis_url: str | None = Field(
         None, description="redis:// or rediss:// URL of the shared cache tier; unset = in-process tier only."
     )

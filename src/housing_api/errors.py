@@ -53,3 +53,19 @@ class StageFailed(Exception):
 
 class NotReady(Exception):
     """A part the service needs to answer is down (a background stage being restarted)."""
+
+
+class InvalidModelUri(ModelArtifactError):
+    """MODEL_URI is neither a local path nor a models:/ registry reference."""
+
+
+class ModelVersionNotFound(ModelArtifactMissing):
+    """The registry has no such registered model, version or alias."""
+
+
+class RegistryUnavailable(ModelArtifactError):
+    """The MLflow registry cannot be reached or refused the request."""
+
+
+class TrainingDataMissing(RuntimeError):
+    """The California housing data is not where SCIKIT_LEARN_DATA says."""

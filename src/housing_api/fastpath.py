@@ -14,6 +14,7 @@ reads it back with allow_pickle=False.
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeGuard, TypeVar
@@ -260,15 +261,24 @@ def export_forest(estimator: object) -> tuple[Forest, str] | None:
 
 
 def save_forest(forest: Forest, inverse_link: str, file: BinaryIO) -> None:
-    """Plain arrays, no pickled objects; compressed, since most mask words are all ones."""
-    np.savez_compressed(
-        file,
-        format=np.int64(FOREST_FORMAT),
-        inverse_link=np.str_(inverse_link),
-        baseline=np.float64(forest.baseline),
-        n_features=np.int64(forest.n_features),
+    """Plain arrays, no pickled objects; compressed, since most mask words are all ones.
+
+    The layout of np.savez_compressed, but each entry carries a fixed timestamp instead of the
+    current time, so the same forest is always the same bytes (and the same forest_sha256).
+    """
+    arrays: dict[str, Any] = {
+        "format": np.int64(FOREST_FORMAT),
+        "inverse_link": np.str_(inverse_link),
+        "baseline": np.float64(forest.baseline),
+        "n_features": np.int64(forest.n_features),
         **{name: getattr(forest, name) for name in TABLES},
-    )
+    }
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            entry = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(entry, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
 
 
 def load_forest(data: bytes) -> tuple[Forest, str]:

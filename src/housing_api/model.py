@@ -16,7 +16,7 @@ import io
 import json
 import logging
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -68,6 +68,8 @@ class ModelInfo:
     estimator: str = "unknown"
     forest_sha256: str | None = None
     forest_format: int | None = None
+    registry: Mapping[str, str] | None = None
+    """The MLflow registry version the files were fetched from; None for a local path."""
 
 
 # Where MODEL_PATH points by default, and where `housing-api train` writes without --out.
@@ -98,7 +100,7 @@ def check_model_path(model_path: Path) -> None:
         )
 
 
-def read_metadata(model_path: Path) -> ModelInfo:
+def read_metadata(model_path: Path, registry: Mapping[str, str] | None = None) -> ModelInfo:
     check_model_path(model_path)
     meta_file = metadata_path(model_path)
     if not meta_file.is_file():
@@ -114,6 +116,7 @@ def read_metadata(model_path: Path) -> ModelInfo:
         estimator=str(raw.get("estimator", "unknown")),
         forest_sha256=raw.get("forest_sha256"),
         forest_format=raw.get("forest_format"),
+        registry=registry,
     )
 
 
@@ -252,9 +255,9 @@ def require_fast_path(model_path: Path, info: ModelInfo, forest: bytes | None) -
     return predict
 
 
-def load_model(model_path: Path) -> Model:
+def load_model(model_path: Path, registry: Mapping[str, str] | None = None) -> Model:
     """Verify then load; raises a ModelArtifactError subclass with a one-line fix otherwise."""
-    info = read_metadata(model_path)
+    info = read_metadata(model_path, registry)
     check_compatible(info)
     data = read_verified_bytes(model_path, info)
     forest = read_verified_forest(model_path, info)
