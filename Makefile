@@ -5,30 +5,29 @@ SHELL := /bin/bash
 VENV        := .venv
 BIN         := $(VENV)/bin
 PY          := $(BIN)/python
-UV          := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv: on PATH, or in ~/.local/bin where scripts/install-deps.sh puts it. `=`, not `:=`: it is looked
+# up when a recipe runs (after `deps` may have installed it), not when make reads this file.
+UV           = $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+# Where `make run` listens: `make run HOST=0.0.0.0 PORT=8080`.
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 # The offline copy of the California housing data that ships beside this repo (see README).
 SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
 export SCIKIT_LEARN_DATA
 
-.PHONY: help install deps run test lint typecheck train lock-check clean
+.PHONY: help install deps run test lint typecheck train lock-check clean fresh-test
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-deps:  ## install OS packages the tests use (redis-server) when root and missing
+deps:  ## what .venv needs from outside (uv; as root: python3-pip, gcc, python3-dev, redis-server)
 	@bash scripts/install-deps.sh
 
-$(UV):
-	@echo "installing uv into ~/.local/bin"; \
-	python3 -m pip install --user --quiet uv 2>/dev/null || python3 -m pip install --quiet uv --break-system-packages
-
-$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c | $(UV)
+$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c | deps
 	$(UV) sync --frozen
 	@touch $@
 
-install: deps $(VENV)/.installed  ## create .venv with the runtime and dev dependencies
+install: deps $(VENV)/.installed  ## uv, OS packages when root, and .venv with the runtime and dev dependencies
 
 run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_URL for Redis)
 	$(BIN)/housing-api serve --host $(HOST) --port $(PORT)
@@ -51,6 +50,9 @@ TRAIN_ARGS ?=
 train: install  ## train into $(TRAIN_OUT)/ from SCIKIT_LEARN_DATA (TRAIN_OUT=model replaces the committed model)
 	$(BIN)/housing-api train --out $(TRAIN_OUT)/model.joblib $(TRAIN_ARGS)
 
+fresh-test:  ## the quickstart in a bare Debian 12 podman container: make run, the README's curl, make test (root)
+	bash scripts/fresh-test.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
@@ -58,6 +60,7 @@ clean:
 IMAGE       ?= housing-api
 IMAGE_TAG   ?= $(shell git rev-parse --short HEAD)
 K8S_RENDER  := build/k8s
+KUBECTL      = $(or $(wildcard $(BIN)/kubectl),kubectl)
 
 .PHONY: image image-test image-fetch k8s-render
 
@@ -77,7 +80,7 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 	@mkdir -p $(K8S_RENDER)
 	@for target in base overlays/dev overlays/prod; do \
 		out=$(K8S_RENDER)/$$(basename $$target).yaml; \
-		kubectl kustomize .k8s/$$target > $$out || exit 1; \
+		$(KUBECTL) kustomize .k8s/$$target > $$out || exit 1; \
 		echo "wrote $$out"; \
 	done
 

