@@ -247,8 +247,10 @@ def test_where_podman_cannot_run_the_base_script_says_why_in_one_line() -> None:
         os.chmod(home, 0o777)
         env = {"PATH": os.environ["PATH"], "HOME": home, "HOUSING_PODMAN_DIR": f"{home}/podman",
                "HOUSING_DEBIAN_BASE_LOCK": f"{home}/lock"}  # fmt: skip
-        argv = ["runuser", "-u", "nobody", "--", "env", *(f"{k}={v}" for k, v in env.items()),
-                str(ROOT / "scripts" / "debian-base.sh")]  # fmt: skip
+        # A copy the other user can read: a clone under /root (mode 0700) is not.
+        script = shutil.copy(ROOT / "scripts" / "debian-base.sh", f"{home}/debian-base.sh")
+        os.chmod(script, 0o755)
+        argv = ["runuser", "-u", "nobody", "--", "env", *(f"{k}={v}" for k, v in env.items()), script]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 3 and result.stdout == "", result.stderr
     # "debootstrap needs root", or "not root and podman ... missing (sudo apt-get install -y ...)"
