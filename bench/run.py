@@ -11,7 +11,7 @@ the servers stay up, and every run sends rows that no earlier run sent.
     bench/run.py --json build/bench.json --write docs/benchmarks.md            # make bench
     bench/run.py --peers --json build/bench-peers.json --write docs/benchmarks.md  # make bench-peers
 
-The report (bench/report.py) is rendered from build/bench.json and build/bench-peers.json, so
+The report (bench/bench_report.py) is rendered from build/bench.json and build/bench-peers.json, so
 each command rewrites docs/benchmarks.md with the latest results of both. A benchmark, not a
 test: nothing here asserts a timing.
 """
@@ -38,7 +38,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
-import report  # noqa: E402  (bench/report.py, beside this file)
+import bench_report as report  # noqa: E402  (beside this file)
 from harness import Proc, RedisServer, Unavailable, free_port, wait_until  # noqa: E402  (shared with the tests)
 
 BIN = Path(sys.executable).parent

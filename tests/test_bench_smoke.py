@@ -1,7 +1,7 @@
 """A few-second run of `make bench`, to keep the benchmark working, and the report's arithmetic.
 
 Nothing here asserts a timing: the smoke run checks that every server answered and the report was
-written; the report tests feed bench/report.py made-up results and check its verdicts.
+written; the report tests feed bench/bench_report.py made-up results and check its verdicts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
-import report  # bench/report.py
+import bench_report as report  # bench/bench_report.py (not loadtest/report.py)
 
 
 @pytest.mark.integration
@@ -42,7 +42,7 @@ def test_bench_runs_both_load_generators_and_writes_its_report(tmp_path: Path) -
         assert needle in text
 
 
-# -- bench/report.py on made-up results ------------------------------------------------------------
+# -- bench/bench_report.py on made-up results ------------------------------------------------------------
 def run(scenario: str, target: str, rnd: int, rps: float, batch: int = 1, **extra: float) -> dict[str, Any]:
     values = {"p50_ms": 1.0, "p99_ms": 3.0, "failed": 0.0, "rss_mb": 90.0, "ready_s": 1.0, "load1": 1.0, **extra}
     return {"scenario": scenario, "target": target, "round": rnd, "rps": rps, "rows_per_s": rps * batch, **values}

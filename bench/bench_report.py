@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-NOTES_START = "<!-- notes: written by hand, kept when bench/report.py rewrites this file -->"
+NOTES_START = "<!-- notes: written by hand, kept when bench/bench_report.py rewrites this file -->"
 NOTES_END = "<!-- /notes -->"
 
 
@@ -252,7 +252,7 @@ def render(bench: dict[str, Any] | None, peers: dict[str, Any] | None, notes: st
     parts = [
         "# Benchmarks",
         "Produced by `make bench` (the service against the ceiling app) and `make bench-peers` (the same "
-        "wrk scenarios against Seldon MLServer), each one run of `bench/run.py`; `bench/report.py` renders "
+        "wrk scenarios against Seldon MLServer), each one run of `bench/run.py`; `bench/bench_report.py` renders "
         "this file from their JSON (`build/bench.json`, `build/bench-peers.json`).",
         f"Machine: {info.get('machine', '?')}, Python {info.get('python', '?')}, {info.get('wrk', 'wrk')}, "
         f"{info.get('k6', 'k6')}. **The machine is shared with other agents' work**: the load average "
