@@ -29,13 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from harness import RedisServer  # noqa: E402  (the one process harness)
 
+from housing_api.cache import SET_EX_SCRIPT  # noqa: E402  (the script the service sends)
+
 TTL = 3600
-SET_EX_SCRIPT = """
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
-end
-return #KEYS
-"""
 Items = list[tuple[bytes, bytes]]
 
 

@@ -154,13 +154,18 @@ class ServiceProcess(Proc):
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
         started = time.monotonic()
         self.spawn()
-        # An exited process ends the wait at once rather than after the whole bound.
-        if not wait_until(lambda: not self.alive() or self.ready(), timeout_s, interval_s=0.05) or not self.alive():
-            exited = not self.alive()
+        try:
+            self.wait_ready(timeout_s)
+        except RuntimeError:
             self.stop(timeout_s=5)
-            raise RuntimeError(f"the service {'exited' if exited else 'was not ready'}: {self.output()}")
+            raise
         self.ready_s = time.monotonic() - started
         return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until /readyz answers 200; an exited process ends the wait at once (RuntimeError)."""
+        if not wait_until(lambda: not self.alive() or self.ready(), timeout_s, interval_s=0.05) or not self.alive():
+            raise RuntimeError(f"the service {'exited' if not self.alive() else 'was not ready'}: {self.output()}")
 
     def ready(self) -> bool:
         return httpx.get(self.url + "/readyz", timeout=1).status_code == 200

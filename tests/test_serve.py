@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import MODEL_PATH, RedisServer
-from harness import ServiceProcess, wait_until
+from harness import ServiceProcess
 
 from housing_api.schemas import SAMPLE_BATCH
 
@@ -23,9 +23,8 @@ class Server(ServiceProcess):
         super().__init__({"MODEL_PATH": str(MODEL_PATH), **env})
         self.spawn()
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        if not wait_until(lambda: not self.alive() or self.ready(), timeout, interval_s=0.1) or not self.alive():
-            raise RuntimeError(f"server not ready: {self.output()}")
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        super().wait_ready(timeout_s)
 
 
 @pytest.fixture

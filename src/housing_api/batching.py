@@ -202,9 +202,10 @@ class Resolver:
     async def _lookup(self, batch: list[Pending]) -> None:
         assert self.redis is not None
         batch = [p for p in batch if not self.inflight.abandoned(p)]
-        for pending in batch:
-            pending.key = self.namespace + row_digest(pending.row)
-        found = await self.redis.get_many([p.key for p in batch if p.key is not None]) if batch else []
+        keys = [self.namespace + row_digest(p.row) for p in batch]
+        for pending, key in zip(batch, keys, strict=True):
+            pending.key = key
+        found = await self.redis.get_many(keys) if batch else []
         if found is None:
             self._redis_lookups["error"].inc(len(batch))
             self.predictor.put(batch)

@@ -94,10 +94,10 @@ class Stage(Generic[T]):
     def put(self, items: list[T]) -> int:
         """Queue items and wake the loop; returns how many were dropped (queue at capacity)."""
         room = len(items) if self.capacity is None else max(self.capacity - len(self.queue), 0)
-        self.queue.extend(items[:room])
+        self.queue.extend(items if room >= len(items) else items[:room])
         if items:
             self.ready.set()
-        return len(items) - min(room, len(items))
+        return max(len(items) - room, 0)
 
     async def _loop(self) -> None:
         while True:
