@@ -12,10 +12,11 @@ from housing_api.keys import (
     cache_keys,
     canonical_batch,
     canonical_row,
+    ROW_BYTES,
     key_namespace,
-    row_bytes,
     row_digest,
-    row_digests,
+    row_values,
+    rows_matrix,
 )
 
 ROW = {"MedInc": 8.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02,
@@ -75,7 +76,8 @@ def test_canonical_batch_rows_are_canonical_row_of_each_row(size: int) -> None:
     rows = _variants()[-size:]
     batch = canonical_batch(rows)
     assert batch.rows == [canonical_row(r) for r in rows]
-    assert all(type(v) is float for row in batch.rows for v in row)
+    assert all(type(row) is bytes and len(row) == ROW_BYTES for row in batch.rows)
+    assert all(type(v) is float for row in batch.rows for v in row_values(row))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -87,9 +89,10 @@ def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical(size: int) 
     canonical = [tuple(float(r[name]) + 0.0 for name in ROW) for r in rows]
     expected_rows = [hashlib.blake2b(struct.pack("<8d", *c), digest_size=16).hexdigest() for c in canonical]
     whole = hashlib.blake2b(b"".join(struct.pack("<8d", *c) for c in canonical), digest_size=16).hexdigest()
-    assert row_digests(batch.data) == expected_rows == [row_digest(r) for r in batch.rows]
+    assert [row_digest(r) for r in batch.rows] == expected_rows
     assert batch.query_key == whole == batch_digest(batch.rows)
-    assert batch.data == b"".join(row_bytes(r) for r in batch.rows)
+    assert batch.rows == [struct.pack("<8d", *c) for c in canonical]
+    assert rows_matrix(batch.rows).tolist() == [list(c) for c in canonical]
 
 
 @pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])
@@ -97,7 +100,7 @@ def test_canonical_batch_keeps_query_key_and_row_keys_byte_identical(size: int) 
 def test_canonical_batch_reports_a_folded_negative_zero(value: float, folded: bool, size: int) -> None:
     batch = canonical_batch([ROW, {**ROW, "HouseAge": value}, *[ROW] * (size - 2)])
     assert batch.folded_negative_zero is folded
-    assert math.copysign(1.0, batch.rows[1][1]) == (1.0 if value == 0 else math.copysign(1.0, value))
+    assert math.copysign(1.0, row_values(batch.rows[1])[1]) == (1.0 if value == 0 else math.copysign(1.0, value))
 
 
 @pytest.mark.parametrize("size", [2, SMALL_BATCH + 2])

@@ -7,7 +7,9 @@ echoed as 42 instead of 42.0, a -0.0, an extra key or a changed key order would 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from typing import Any
 
 import orjson
@@ -15,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from housing_api import FEATURES
-from housing_api.keys import batch_digest, canonical_row
 from housing_api.schemas import SAMPLE_BATCH
 
 ROW = SAMPLE_BATCH[0]
@@ -29,10 +30,12 @@ BATCHES: dict[str, list[dict[str, Any]]] = {
 
 
 def old_body(rows: list[dict[str, Any]], prediction: list[float], version: str) -> bytes:
-    canonical = [canonical_row(r) for r in rows]
+    # Independent of keys.py: float64 values in feature order, -0.0 folded, digest of the packed rows.
+    canonical = [tuple(float(r[name]) + 0.0 for name in FEATURES) for r in rows]
+    packed = b"".join(struct.pack("<8d", *row) for row in canonical)
     return orjson.dumps(
         {
-            "query_key": batch_digest(canonical),
+            "query_key": hashlib.blake2b(packed, digest_size=16).hexdigest(),
             "inputs": [dict(zip(FEATURES, row, strict=True)) for row in canonical],
             "prediction": prediction,
             "model_version": version,

@@ -25,7 +25,7 @@ import numpy as np
 from housing_api.cache import MemoryTier, RedisTier, decode_value, encode_value
 from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed
 from housing_api.inflight import InFlight, Pending, Source, Ticket
-from housing_api.keys import Row, row_digest
+from housing_api.keys import Row, row_digest, rows_matrix
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import Model
 from housing_api.stages import Stage
@@ -184,7 +184,7 @@ class Resolver:
                         values[i], sources[i] = value, "redis"
                 todo = [i for i in missing if sources[i] != "redis"]
         if todo:
-            X = np.array([rows[i] for i in todo], dtype=np.float64)
+            X = rows_matrix(rows[i] for i in todo)
             predictions = (await self._call_model(X)).tolist()
             for i, value in zip(todo, predictions, strict=True):
                 values[i], sources[i] = value, "model"
@@ -194,9 +194,13 @@ class Resolver:
         for source in ("redis", "model"):
             self._served[source].inc(sum(1 for i in missing if sources[i] == source))
 
-    def _complete(self, pending: Pending, value: float, source: Source) -> None:
-        self.memory.put(pending.row, value)
-        self._served[source].inc(self.inflight.complete(pending, value, source))
+    def _complete(self, answered: list[tuple[Pending, float]], source: Source) -> None:
+        put, complete = self.memory.put, self.inflight.complete
+        waiters = 0
+        for pending, value in answered:
+            put(pending.row, value)
+            waiters += complete(pending, value, source)
+        self._served[source].inc(waiters)  # once per batch: a counter takes a lock
 
     # -- stage: lookup ------------------------------------------------------------------------
     async def _lookup(self, batch: list[Pending]) -> None:
@@ -210,16 +214,18 @@ class Resolver:
             self._redis_lookups["error"].inc(len(batch))
             self.predictor.put(batch)
             return
+        hits: list[tuple[Pending, float]] = []
         misses: list[Pending] = []
         invalid = 0
         for pending, raw in zip(batch, found, strict=True):
             value = None if raw is None else decode_value(raw)
             if value is not None:
-                self._complete(pending, value, "redis")
+                hits.append((pending, value))
                 continue
             invalid += raw is not None
             misses.append(pending)
-        self._count_lookups(len(batch) - len(misses), len(misses) - invalid, invalid)
+        self._complete(hits, "redis")
+        self._count_lookups(len(hits), len(misses) - invalid, invalid)
         self.predictor.put(misses)
 
     def _count_lookups(self, hits: int, misses: int, invalid: int) -> None:
@@ -251,7 +257,7 @@ class Resolver:
         batch = [p for p in batch if not self.inflight.abandoned(p)]
         if not batch:
             return
-        X = np.array([p.row for p in batch], dtype=np.float64)
+        X = rows_matrix(p.row for p in batch)
         started = time.perf_counter()
         if len(batch) <= self.inline_predict_rows:
             # Tiny batches on the compiled path take microseconds: a thread hop costs more.
@@ -262,11 +268,12 @@ class Resolver:
             raise ValueError(f"the model returned a non-finite prediction for a batch of {len(batch)}")
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         self.metrics.rows_per_call.observe(len(batch))
-        writes: list[tuple[str, bytes]] = []
-        for pending, value in zip(batch, predictions.tolist(), strict=True):
-            self._complete(pending, value, "model")
-            if self.redis is not None:
-                writes.append((pending.key or self.namespace + row_digest(pending.row), encode_value(value)))
+        answered = list(zip(batch, predictions.tolist(), strict=True))
+        self._complete(answered, "model")
+        if self.redis is None:
+            return
+        ns = self.namespace
+        writes = [(p.key or ns + row_digest(p.row), encode_value(value)) for p, value in answered]
         if dropped := self.writer.put(writes):
             self.metrics.write_dropped.inc(dropped)
 

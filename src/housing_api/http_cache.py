@@ -37,7 +37,7 @@ from starlette.responses import Response
 
 from housing_api import FEATURES
 from housing_api.cache import MemoryTier, RedisTier
-from housing_api.keys import canonical_row, row_digest
+from housing_api.keys import canonical_row, row_digest, row_values
 from housing_api.metrics import ServiceMetrics
 
 ENCODING = "j1"
@@ -112,7 +112,7 @@ def valid_entry(key: str, raw: bytes) -> bool:
         isinstance(value, float) and math.isfinite(value)
         and isinstance(body.get("query_key"), str)
         and isinstance(body.get("model_version"), str) and body["model_version"].startswith(version16)
-        and len(row) == len(FEATURES) and all(math.isfinite(v) for v in features)
+        and len(row) == len(FEATURES) and all(math.isfinite(v) for v in row_values(features))
         and row_digest(features) == digest
     )  # fmt: skip
 

@@ -1,12 +1,17 @@
-"""Pure functions: canonical row -> bytes -> digest -> cache key.
+"""Pure functions: canonical row -> digest -> cache key.
 
 A row is canonical when its values are float64 in the model's feature order, so key order in the
 JSON object does not matter and 42 and 42.0 are the same row. -0.0 is folded into 0.0 because the
 model cannot tell them apart and they must share a cache entry.
 
-canonical_batch() does the same for a whole request at once with numpy (one array, one bytes
-object, one batch digest) instead of once per row in Python; its rows, bytes and digests are the
-same as the per-row functions' (tests/test_keys.py holds them to that).
+A canonical row is held as its fixed-width encoding (`Row`: 64 bytes, eight little-endian
+float64), not as a tuple of floats: bytes hash once and keep the hash, so the in-process tier and
+the single-flight map look a row up without rehashing eight floats each time; the model's matrix
+is the rows' bytes joined; and the Redis key's digest is of those bytes as they are.
+
+canonical_batch() canonicalises a whole request at once with numpy (one array, one bytes object)
+instead of once per row in Python; its rows and digests are the same as the per-row functions'
+(tests/test_keys.py holds them to that).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import numpy as np
 
 from housing_api import FEATURES
 
-Row = tuple[float, ...]
-"""A canonical row: eight float64 values in FEATURES order."""
+Row = bytes
+"""A canonical row: its eight float64 values in FEATURES order, little-endian (ROW_BYTES bytes)."""
 
 _PACK = struct.Struct("<8d")
 ROW_BYTES = _PACK.size
@@ -32,27 +37,30 @@ _VALUES = itemgetter(*FEATURES)
 
 
 def canonical_row(values: Mapping[str, Any]) -> Row:
-    """Return the row's values as float64 in feature order (extra keys are ignored)."""
-    return tuple(float(values[name]) + 0.0 for name in FEATURES)
+    """The row's values as float64 in feature order, encoded (extra keys are ignored)."""
+    return _PACK.pack(*(float(values[name]) + 0.0 for name in FEATURES))
 
 
-def row_bytes(row: Row) -> bytes:
-    """Fixed-width little-endian encoding: the same row always gives the same bytes."""
-    return _PACK.pack(*row)
+def row_values(row: Row) -> tuple[float, ...]:
+    """The eight float values of an encoded row."""
+    return _PACK.unpack(row)
+
+
+def rows_matrix(rows: Iterable[Row]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """The (n, 8) float64 matrix of encoded rows, for the model."""
+    return np.frombuffer(b"".join(rows), dtype="<f8").reshape(-1, len(FEATURES))
 
 
 def row_digest(row: Row) -> str:
     """128-bit hex digest identifying one canonical row."""
-    return hashlib.blake2b(row_bytes(row), digest_size=16).hexdigest()
+    return hashlib.blake2b(row, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class CanonicalBatch:
-    """A request's rows, canonical, with their encoding and the batch digest computed once."""
+    """A request's rows, canonical, with the batch digest computed once."""
 
     rows: list[Row]
-    data: bytes
-    """row_bytes of every row, in order (ROW_BYTES each)."""
     query_key: str
     """batch_digest(rows)."""
     folded_negative_zero: bool
@@ -70,12 +78,10 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     n = len(rows)
     # One C-level pass: itemgetter picks the features in order, fromiter converts them to float64.
     raw = np.fromiter(chain.from_iterable(map(_VALUES, rows)), np.float64, n * len(FEATURES))
-    matrix = raw + 0.0  # -0.0 + 0.0 == 0.0, as in canonical_row
-    data = matrix.astype("<f8", copy=False).tobytes()
+    data = (raw + 0.0).astype("<f8", copy=False).tobytes()  # -0.0 + 0.0 == 0.0, as in canonical_row
     zeros = raw == 0.0
     return CanonicalBatch(
-        rows=list(map(tuple, matrix.reshape(n, len(FEATURES)).tolist())),
-        data=data,
+        rows=[data[i : i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES)],
         query_key=hashlib.blake2b(data, digest_size=16).hexdigest(),
         folded_negative_zero=bool(zeros.any() and np.signbit(raw[zeros]).any()),
     )
@@ -83,24 +89,14 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
 
 def _small_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     canonical = [canonical_row(r) for r in rows]
-    data = b"".join(map(row_bytes, canonical))
     # Packing the values as given differs from the canonical bytes only where a -0.0 was folded.
-    folded = b"".join(_PACK.pack(*_VALUES(r)) for r in rows) != data
-    return CanonicalBatch(canonical, data, hashlib.blake2b(data, digest_size=16).hexdigest(), folded)
-
-
-def row_digests(data: bytes) -> list[str]:
-    """row_digest of each row encoded in `data` (CanonicalBatch.data), without unpacking them."""
-    blake2b = hashlib.blake2b
-    return [blake2b(data[i : i + ROW_BYTES], digest_size=16).hexdigest() for i in range(0, len(data), ROW_BYTES)]
+    folded = any(_PACK.pack(*_VALUES(r)) != c for r, c in zip(rows, canonical, strict=True))
+    return CanonicalBatch(canonical, batch_digest(canonical), folded)
 
 
 def batch_digest(rows: Sequence[Row]) -> str:
     """The response's query_key: a digest of the whole canonical batch, in row order."""
-    h = hashlib.blake2b(digest_size=16)
-    for row in rows:
-        h.update(row_bytes(row))
-    return h.hexdigest()
+    return hashlib.blake2b(b"".join(rows), digest_size=16).hexdigest()
 
 
 def key_namespace(prefix: str, model_version: str, encoding: str) -> str:

@@ -15,7 +15,7 @@ import orjson
 from housing_api import FEATURES
 from housing_api.batching import Resolver, Source
 from housing_api.errors import Overloaded
-from housing_api.keys import Row, canonical_batch
+from housing_api.keys import Row, canonical_batch, row_values
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import Model
 from housing_api.schemas import BatchValidator, HouseFeatures
@@ -82,7 +82,7 @@ class PredictionService:
         only a -0.0, which the canonical row holds as 0.0, needs the rows rebuilt."""
         if not folded:
             return inputs
-        return [cast(HouseFeatures, dict(zip(FEATURES, row, strict=True))) for row in rows]
+        return [cast(HouseFeatures, dict(zip(FEATURES, row_values(row), strict=True))) for row in rows]
 
     async def predict_body(self, body: bytes) -> tuple[bytes, CacheStatus]:
         """Validate a POST /predict body (raises pydantic.ValidationError) and answer it."""
