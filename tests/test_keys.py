@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 
 from housing_api.keys import (
+    ROW_BYTES,
     SMALL_BATCH,
     batch_digest,
     cache_keys,
     canonical_batch,
     canonical_row,
-    ROW_BYTES,
     key_namespace,
     row_digest,
     row_values,
