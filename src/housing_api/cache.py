@@ -19,9 +19,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from housing_api.metrics import ServiceMetrics
+from housing_api.redis_channel import Channel
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
@@ -120,7 +121,10 @@ class RedisTier:
         pool.connection_class = with_c_packing(pool.connection_class)
         self._down_until = 0.0
         self._degraded = False
-        # EVALSHA; on NOSCRIPT (a restarted or flushed Redis) redis-py loads the script and retries.
+        # The lookup and write-behind stages each send one command per micro-batch on a connection
+        # of their own (redis_channel.py); anything else goes through the client's pool.
+        self._reads = Channel(self.client)
+        self._writes = Channel(self.client)
         self._set_ex_script = self.client.register_script(SET_EX_SCRIPT)
         self._scripting = True
 
@@ -148,7 +152,7 @@ class RedisTier:
             return None
         try:
             async with asyncio.timeout(self.timeout_s):
-                values: list[bytes | None] = list(await self.client.mget(keys))  # type: ignore[arg-type]
+                values: list[bytes | None] = list(await self._reads.execute("MGET", *keys))
         except Exception as exc:  # a cache failure is a miss, whatever its kind
             self._failed("get", exc)
             return None
@@ -180,7 +184,7 @@ class RedisTier:
     async def _set_ex(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
         if self._scripting:
             try:
-                await self._set_ex_script(keys=[key for key, _ in items], args=[ttl_s, *(v for _, v in items)])
+                await self._eval_set_ex(items, ttl_s)
                 return
             except (NoPermissionError, ResponseError) as exc:
                 if not _scripting_refused(exc):
@@ -192,6 +196,15 @@ class RedisTier:
             for key, value in items:
                 pipe.set(key, value, ex=ttl_s)
             await pipe.execute()
+
+    async def _eval_set_ex(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        args = ("EVALSHA", self._set_ex_script.sha, len(items), *(k for k, _ in items), ttl_s, *(v for _, v in items))
+        try:
+            await self._writes.execute(*args)
+        except NoScriptError:
+            # A restarted or flushed Redis has forgotten the script: load it, then send it again.
+            await self._writes.execute("SCRIPT", "LOAD", SET_EX_SCRIPT)
+            await self._writes.execute(*args)
 
     async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
         """For the fastapi-cache2 backend: value and remaining TTL in one round trip."""
@@ -210,6 +223,8 @@ class RedisTier:
         return max(int(ttl), 0), value
 
     async def close(self) -> None:
+        await self._reads.close()
+        await self._writes.close()
         await self.client.aclose()
 
     def _failed(self, op: str, exc: BaseException) -> None:
