@@ -55,9 +55,12 @@ def append_derived(X: Any, pairs: Sequence[Sequence[int]] = PAIRS) -> Matrix:
     out = np.empty((rows.shape[0], rows.shape[1] + len(pairs)), dtype=np.float64)
     out[:, : rows.shape[1]] = rows
     lat, lon = rows[:, LATITUDE], rows[:, LONGITUDE]
-    for k, (a, b) in enumerate(pairs):
-        # Two exact products, one rounding: np.multiply then np.add, never a fused multiply-add.
-        np.add(a * lat, b * lon, out=out[:, rows.shape[1] + k])
+    # inf - inf is NaN here as in scikit-learn's own call of this function: the same answer, no
+    # warning (the API only lets finite, bounded coordinates through anyway).
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k, (a, b) in enumerate(pairs):
+            # Two exact products, one rounding: np.multiply then np.add, never a fused multiply-add.
+            np.add(a * lat, b * lon, out=out[:, rows.shape[1] + k])
     return out
 
 
