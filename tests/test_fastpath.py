@@ -359,5 +359,5 @@ def test_derived_pairs_with_inexact_coefficients_or_the_wrong_width_are_refused(
                 dataclasses.replace(forest, derived=forest.derived[1:])):  # fmt: skip
         file = io.BytesIO()
         fastpath.save_forest(bad, "identity", file)
-        with pytest.raises(ValueError, match="derived pair|columns for"):
+        with pytest.raises(ValueError, match=r"derived pair|columns for"):
             fastpath.load_predictor(file.getvalue())
