@@ -23,9 +23,20 @@ import numpy as np
 
 from housing_api import FEATURES
 
-__all__ = ["COEFFICIENTS", "LATITUDE", "LONGITUDE", "PAIRS", "append_derived", "check_pairs", "derived_names"]
+__all__ = [
+    "COEFFICIENTS",
+    "LATITUDE",
+    "LONGITUDE",
+    "PAIRS",
+    "append_derived",
+    "append_with",
+    "check_pairs",
+    "coefficients",
+    "derived_names",
+]
 
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
+Vector = np.ndarray[Any, np.dtype[np.float64]]
 Pairs = tuple[tuple[int, int], ...]
 
 LATITUDE = FEATURES.index("Latitude")
@@ -49,18 +60,29 @@ def check_pairs(pairs: Sequence[Sequence[int]]) -> Pairs:
 
 def append_derived(X: Any, pairs: Sequence[Sequence[int]] = PAIRS) -> Matrix:
     """X (n, 8) in FEATURES order with one column a*Latitude + b*Longitude appended per pair."""
+    return append_with(X, *coefficients(pairs))
+
+
+def coefficients(pairs: Sequence[Sequence[int]]) -> tuple[Vector, Vector]:
+    """The pairs' a and b as float64 vectors (small integers: exact), for append_with."""
+    table = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    return np.ascontiguousarray(table[:, 0]), np.ascontiguousarray(table[:, 1])
+
+
+def append_with(X: Any, a: Vector, b: Vector) -> Matrix:
+    """append_derived with the coefficients already split out: what the fast path calls per batch
+    (append_derived calls it too, so both compute the columns with the very same operations)."""
     rows = np.asarray(X, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != len(FEATURES):
         raise ValueError(f"X has shape {rows.shape}; expected (n, {len(FEATURES)})")
-    out = np.empty((rows.shape[0], rows.shape[1] + len(pairs)), dtype=np.float64)
-    out[:, : rows.shape[1]] = rows
-    lat, lon = rows[:, LATITUDE], rows[:, LONGITUDE]
+    n_inputs = rows.shape[1]
+    out = np.empty((rows.shape[0], n_inputs + len(a)), dtype=np.float64)
+    out[:, :n_inputs] = rows
     # inf - inf is NaN here as in scikit-learn's own call of this function: the same answer, no
     # warning (the API only lets finite, bounded coordinates through anyway).
     with np.errstate(invalid="ignore", over="ignore"):
-        for k, (a, b) in enumerate(pairs):
-            # Two exact products, one rounding: np.multiply then np.add, never a fused multiply-add.
-            np.add(a * lat, b * lon, out=out[:, rows.shape[1] + k])
+        # Two exact products, then one rounding: np.multiply, np.add, never a fused multiply-add.
+        np.add(rows[:, LATITUDE, None] * a, rows[:, LONGITUDE, None] * b, out=out[:, n_inputs:])
     return out
 
 

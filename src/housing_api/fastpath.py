@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeGuard, TypeVar
 import numpy as np
 
 from housing_api import FEATURES
-from housing_api.coordinates import PAIRS, Pairs, append_derived, check_pairs
+from housing_api.coordinates import PAIRS, Pairs, append_derived, append_with, check_pairs, coefficients
 
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -275,14 +275,15 @@ def feature_table(
 def bind(forest: Forest, inverse_link: Callable[[Matrix], Any]) -> Predict:
     """predict(X) for an (n, n_inputs) matrix; safe to call from several threads at once."""
     kernel = _fastpath.predict
+    a, b = coefficients(forest.derived)
 
     def predict(X: Matrix) -> Matrix:
         rows = np.ascontiguousarray(X, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] != forest.n_inputs:
             raise ValueError(f"X has shape {rows.shape}; expected (n, {forest.n_inputs})")
         if forest.derived:
-            # The same function the Pipeline's FunctionTransformer calls: the same bits.
-            rows = append_derived(rows, forest.derived)
+            # What the Pipeline's FunctionTransformer runs (append_derived calls append_with): the same bits.
+            rows = append_with(rows, a, b)
         raw = np.empty(rows.shape[0], dtype=np.float64)
         kernel(forest.thresholds, forest.offsets, forest.masks, forest.leaves,
                forest.baseline, rows, raw)  # fmt: skip
