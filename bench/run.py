@@ -134,7 +134,9 @@ def mlserver_target(tmp: Path) -> Target:
     return Target(
         "MLServer",
         [str(binary), "start", str(folder)],
-        env={"MLSERVER_SETTINGS_DIR": str(folder)},
+        # model.joblib's Pipeline calls housing_api.coordinates.append_derived, which MLServer's venv
+        # imports from the source tree (it needs numpy only; the service itself is not installed there).
+        env={"MLSERVER_SETTINGS_DIR": str(folder), "PYTHONPATH": str(ROOT / "src")},
         ready_path="/v2/models/housing/ready",
         predict_path="/v2/models/housing/infer",
         body_format="v2",

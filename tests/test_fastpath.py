@@ -6,6 +6,8 @@ import dataclasses
 import io
 import os
 import threading
+import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,10 @@ import pytest
 from sklearn.datasets import fetch_california_housing
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
-from housing_api import _fastpath, fastpath
+from housing_api import _fastpath, coordinates, fastpath
 from housing_api.fastpath import compile_predictor
 from housing_api.model import Model, load_model
 
@@ -38,6 +42,13 @@ def california_X() -> Matrix:
 @pytest.fixture(scope="module")
 def model() -> Model:
     return load_model(ROOT / "model/model.joblib")
+
+
+def committed_forest(model: Model) -> fastpath.Forest:
+    """The tables train writes for the committed model (a Pipeline: derived columns, then the trees)."""
+    exported = fastpath.export_forest(model.estimator)
+    assert exported is not None
+    return exported[0]
 
 
 def random_regression(seed: int, n: int = 3000, n_features: int = 5) -> tuple[Matrix, Matrix]:
@@ -69,7 +80,7 @@ def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> N
     X = california_X()
     assert X.shape == (20640, 8)
     assert model.fast_path
-    assert_same(model.predict(X), model.estimator.predict(X))
+    assert np.array_equal(model.predict(X), model.estimator.predict(X))  # the same bits
 
 
 @pytest.mark.skipif(
@@ -80,7 +91,7 @@ def test_committed_forest_file_matches_sklearn_on_the_whole_dataset() -> None:
     predict = fastpath.load_predictor((ROOT / "model/model.forest.npz").read_bytes())
     assert predict is not None
     estimator = joblib.load(ROOT / "model/model.joblib")
-    assert_same(predict(X), estimator.predict(X))
+    assert np.array_equal(predict(X), estimator.predict(X))
 
 
 def round_trip(estimator: object) -> fastpath.Predict:
@@ -109,7 +120,7 @@ def test_uncovered_estimators_have_no_forest_to_export() -> None:
 
 
 def test_forest_file_with_a_table_of_the_wrong_dtype_is_refused(model: Model) -> None:
-    forest = fastpath.flatten(model.estimator)
+    forest = committed_forest(model)
     file = io.BytesIO()
     fastpath.save_forest(dataclasses.replace(forest, masks=forest.masks.astype(np.int64)), "identity", file)
     with pytest.raises(ValueError, match="masks"):
@@ -118,7 +129,7 @@ def test_forest_file_with_a_table_of_the_wrong_dtype_is_refused(model: Model) ->
 
 def test_forest_file_with_an_unknown_inverse_link_is_refused(model: Model) -> None:
     file = io.BytesIO()
-    fastpath.save_forest(fastpath.flatten(model.estimator), "logit", file)
+    fastpath.save_forest(committed_forest(model), "logit", file)
     with pytest.raises(ValueError, match="inverse link"):
         fastpath.load_predictor(file.getvalue())
 
@@ -240,12 +251,113 @@ def test_two_threads_predicting_at_once_get_the_same_results(model: Model) -> No
 
 
 def test_kernel_rejects_tables_of_the_wrong_size(model: Model) -> None:
-    forest = fastpath.flatten(model.estimator)
+    forest = committed_forest(model)
     tables = (forest.thresholds, forest.offsets, forest.masks, forest.leaves)
-    X, out = np.zeros((2, 8)), np.empty(2)
+    X, out = np.zeros((2, forest.n_features)), np.empty(2)  # the kernel reads the derived columns too
     with pytest.raises(ValueError):
         _fastpath.predict(*tables[:2], forest.masks[:-1], forest.leaves, 0.0, X, out)
     with pytest.raises(ValueError):
         _fastpath.predict(forest.thresholds[:-1], *tables[1:], 0.0, X, out)
     with pytest.raises(ValueError):
         _fastpath.predict(*tables, 0.0, X, np.empty(3))
+
+
+# -- derived coordinate columns (coordinates.py) and the forest file's formats -----------------
+def extreme_rows() -> Matrix:
+    """Latitude and longitude at their bounds, subnormal, tiny and signed zero, in every pairing,
+    with the other features from real rows."""
+    tiny = np.finfo(np.float64).smallest_subnormal
+    values = [90.0, -90.0, 180.0, -180.0, 0.0, -0.0, tiny, -tiny, 1e-310, 2.2250738585072014e-308,
+              37.88, -122.23, 89.99999999999999, -179.99999999999997]  # fmt: skip
+    lat, lon = (m.ravel() for m in np.meshgrid(values, values))
+    rows = np.repeat(california_X()[:4], -(-len(lat) // 4), axis=0)[: len(lat)].copy()
+    rows[:, 6], rows[:, 7] = lat, lon
+    return rows
+
+
+def test_committed_model_computes_the_derived_columns_itself(model: Model) -> None:
+    forest = committed_forest(model)
+    assert forest.derived == coordinates.PAIRS
+    assert forest.n_inputs == 8 and forest.n_features == 8 + len(coordinates.PAIRS)
+    assert model.info.raw["derived_features"] == coordinates.derived_names(coordinates.PAIRS)
+
+
+def test_committed_model_matches_sklearn_on_extreme_coordinates(model: Model) -> None:
+    X = extreme_rows()
+    assert np.array_equal(model.predict(X), model.estimator.predict(X))
+
+
+def test_derived_columns_are_one_correctly_rounded_addition() -> None:
+    """Each column equals the exact a*lat + b*lon rounded once (Fraction arithmetic, then float()):
+    no intermediate rounding, no fused multiply-add, whatever numpy was built with."""
+    X = np.concatenate([extreme_rows(), california_X()[::50]])
+    derived = coordinates.append_derived(X)
+    assert np.array_equal(derived[:, :8], X)
+    for k, (a, b) in enumerate(coordinates.PAIRS):
+        exact = [float(a * Fraction(lat) + b * Fraction(lon)) for lat, lon in X[:, 6:8].tolist()]
+        assert np.array_equal(derived[:, 8 + k], exact), (a, b)
+
+
+@pytest.mark.parametrize("pairs", [((1, 1),), ((2, -1), (-1, 2))])
+def test_a_pipeline_with_other_pairs_matches_sklearn(pairs: tuple[tuple[int, int], ...]) -> None:
+    X = np.concatenate([california_X()[::10], extreme_rows()])
+    y = np.sin(X[:, 6] + X[:, 7]) + X[:, 0]
+    estimator = pipeline(pairs).fit(X, y)
+    for predict in (compile_predictor(estimator), round_trip(estimator)):
+        assert predict is not None
+        assert np.array_equal(predict(X), estimator.predict(X))
+        assert np.array_equal(predict(awkward_rows(X[:300], seed=3)), estimator.predict(awkward_rows(X[:300], seed=3)))
+
+
+def pipeline(pairs: object = coordinates.PAIRS, *, func: Any = None, validate: bool = False) -> Pipeline:
+    derive = FunctionTransformer(func or coordinates.append_derived, kw_args={"pairs": pairs}, validate=validate)
+    return Pipeline([("coordinates", derive), ("regressor", HistGradientBoostingRegressor(max_iter=5))])
+
+
+def other_function(X: Matrix, pairs: object) -> Matrix:
+    return coordinates.append_derived(X, ((1, 1),))
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [pipeline(validate=True), pipeline(((1, 1),), func=other_function), pipeline(((3, 1),))],
+    ids=["validate", "another-function", "inexact-coefficient"],
+)
+def test_pipelines_the_fast_path_does_not_follow_are_not_covered(estimator: Pipeline) -> None:
+    X = california_X()[::20]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # validate=True warns about its own copy
+        estimator.fit(X, X[:, 0])
+    assert compile_predictor(estimator) is None
+    assert fastpath.export_forest(estimator) is None
+
+
+def format_1_file(forest: fastpath.Forest, inverse_link: str) -> bytes:
+    """A forest file as the service wrote it before derived columns (FOREST_FORMAT 1)."""
+    file = io.BytesIO()
+    np.savez_compressed(
+        file, format=np.int64(1), inverse_link=np.str_(inverse_link), baseline=np.float64(forest.baseline),
+        n_features=np.int64(forest.n_features), thresholds=forest.thresholds, offsets=forest.offsets,
+        masks=forest.masks, leaves=forest.leaves,
+    )  # fmt: skip
+    return file.getvalue()
+
+
+def test_a_format_1_forest_file_still_loads_and_predicts() -> None:
+    X = california_X()
+    estimator = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X[::4], X[::4, 0])
+    exported = fastpath.export_forest(estimator)
+    assert exported is not None and exported[0].derived == ()
+    predict = fastpath.load_predictor(format_1_file(*exported))
+    assert predict is not None
+    assert np.array_equal(predict(X), estimator.predict(X))
+
+
+def test_derived_pairs_with_inexact_coefficients_or_the_wrong_width_are_refused(model: Model) -> None:
+    forest = committed_forest(model)
+    for bad in (dataclasses.replace(forest, derived=((3, 1), *forest.derived[1:])),
+                dataclasses.replace(forest, derived=forest.derived[1:])):  # fmt: skip
+        file = io.BytesIO()
+        fastpath.save_forest(bad, "identity", file)
+        with pytest.raises(ValueError, match=r"derived pair|columns for"):
+            fastpath.load_predictor(file.getvalue())

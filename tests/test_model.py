@@ -47,7 +47,7 @@ def plausible_rows(n: int = 500) -> np.ndarray:
 
 def test_committed_model_meets_the_quality_bar() -> None:
     meta = json.loads(MODEL_PATH.with_suffix(".json").read_text())
-    assert meta["holdout_r2"] >= 0.859  # docs/model.md: what was tried for 0.86
+    assert meta["holdout_r2"] >= 0.86  # issue 11; docs/model.md
     assert meta["version"] == sha256_hex(MODEL_PATH.read_bytes())
     assert meta["train_rows"] + meta["test_rows"] == 20640
 
@@ -95,7 +95,7 @@ def test_estimator_is_unpickled_on_demand_from_the_verified_bytes(tmp_path: Path
     path = copy_model(tmp_path)
     model = load_model(path)
     path.write_bytes(b"replaced after start-up")  # the estimator comes from the bytes hashed at start-up
-    assert type(model.estimator).__name__ == "HistGradientBoostingRegressor"
+    assert type(model.estimator).__name__ == "Pipeline"
     assert model.estimator is model.estimator
 
 
@@ -192,9 +192,9 @@ def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "housing_api", "train", "--out", str(out)], env=env, check=True, timeout=600)
     new = json.loads(out.with_suffix(".json").read_text())
     committed = json.loads(MODEL_PATH.with_suffix(".json").read_text())
-    for field in ("holdout_r2", "holdout_mae", "train_rows", "test_rows", "params", "features"):
+    for field in ("holdout_r2", "holdout_mae", "train_rows", "test_rows", "params", "features", "derived_features"):
         assert new[field] == committed[field], field
-    assert new["holdout_r2"] >= 0.85
+    assert new["holdout_r2"] >= 0.86
     # What train writes, the service accepts; the forest file holds the same tables, so it
     # predicts the same numbers (its bytes differ only by the zip entries' timestamps).
     with np.load(forest_path(out)) as fresh, np.load(FOREST_PATH) as committed_forest:
@@ -203,3 +203,46 @@ def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
             assert np.array_equal(fresh[name], committed_forest[name], equal_nan=name == "leaves"), name
     X = plausible_rows(5000)
     assert np.array_equal(load_model(out).predict(X), load_model(MODEL_PATH).predict(X))
+
+
+def rewrite_forest(path: Path, **changes: np.ndarray | None) -> None:
+    """The forest file's arrays with `changes` applied (None removes an entry), written back."""
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays.update({k: v for k, v in changes.items() if v is not None})
+    with path.open("wb") as file:
+        np.savez_compressed(file, **{k: v for k, v in arrays.items() if changes.get(k, v) is not None})
+
+
+def test_forest_file_with_tampered_derived_pairs_is_refused_by_its_checksum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy_model(tmp_path)
+    forest = forest_path(path)
+    with np.load(forest) as npz:
+        swapped = npz["derived_pairs"][:, ::-1].copy()  # (a, b) -> (b, a): still exact coefficients
+    rewrite_forest(forest, derived_pairs=swapped)
+    no_unpickling(monkeypatch)
+    for check in (load_model, verify_artifact):
+        with pytest.raises(ModelArtifactMismatch, match=rf"forest file {forest}.*sha256"):
+            check(path)
+    # Only the checksum stands in the way: vouched for, the same file loads and predicts otherwise.
+    edit_metadata(path, forest_sha256=sha256_hex(forest.read_bytes()))
+    X = plausible_rows()
+    assert not np.array_equal(load_model(path).predict(X), load_model(MODEL_PATH).predict(X))
+
+
+def test_a_model_with_a_format_1_forest_file_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What older registry versions hold: a bare regressor and a forest file without derived_pairs."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    X = plausible_rows()
+    estimator = HistGradientBoostingRegressor(max_iter=20, random_state=0).fit(X, X[:, 0] * 0.1)
+    path = tmp_path / "model.joblib"
+    write_artifact(estimator, path, {})
+    rewrite_forest(forest_path(path), format=np.int64(1), derived_pairs=None)
+    edit_metadata(path, forest_sha256=sha256_hex(forest_path(path).read_bytes()), forest_format=1)
+    no_unpickling(monkeypatch)
+    model = load_model(path)
+    assert model.fast_path
+    assert np.array_equal(model.predict(X), estimator.predict(X))

@@ -331,11 +331,12 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
     @router.get(
         "/model",
         summary="Model metadata",
-        responses={200: {"content": {"application/json": {"example": {"version": "9a14…", "holdout_r2": 0.8596}}}}},
+        responses={200: {"content": {"application/json": {"example": {"version": "726f…", "holdout_r2": 0.8648}}}}},
     )
     async def model_metadata(request: Request) -> dict[str, Any]:
-        """The metadata in model.json: version (sha256), scikit-learn version, features, R², MAE;
-        `registry` names the MLflow registry version it was fetched from (null for a local file)."""
+        """The metadata in model.json: version (sha256), scikit-learn version, features and the derived
+        coordinate features the model computes from them, R², MAE; `registry` names the MLflow
+        registry version it was fetched from (null for a local file)."""
         service = get_service(request)
         info = service.model.info
         registry = dict(info.registry) if info.registry is not None else None

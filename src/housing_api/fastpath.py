@@ -9,6 +9,10 @@ inference leaves the event loop free.
 save_forest writes those tables to an .npz of plain arrays (the forest file beside model.joblib), so
 the service can start from them without importing scikit-learn or unpickling anything: load_forest
 reads it back with allow_pickle=False.
+
+The estimator may also be the Pipeline `housing-api train` writes: coordinates.append_derived in a
+FunctionTransformer, then the regressor. The forest file then records the derived pairs, and predict
+computes those columns with the same function before the kernel (format 2; format-1 files have none).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeGuard, TypeVar
 
 import numpy as np
 
+from housing_api import FEATURES
+from housing_api.coordinates import PAIRS, Pairs, append_derived, append_with, check_pairs, coefficients
+
 if TYPE_CHECKING:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -31,6 +38,7 @@ except ImportError:  # installed without a C compiler: every caller falls back t
 
 __all__ = [
     "FOREST_FORMAT",
+    "READABLE_FORMATS",
     "Forest",
     "Predict",
     "bind",
@@ -57,8 +65,12 @@ SPLIT = np.dtype(
 )  # fmt: skip
 """One internal node; mask has the bits of its left subtree's leaves cleared."""
 
-FOREST_FORMAT = 1
-"""The layout of the forest file (save_forest); model.json records it as forest_format."""
+FOREST_FORMAT = 2
+"""The layout of the forest file (save_forest); model.json records it as forest_format.
+2 added derived_pairs (the coordinate columns computed before the kernel)."""
+READABLE_FORMATS = (1, 2)
+"""Formats load_forest reads: a format-1 file (no derived columns) from an older registry version
+still serves."""
 
 
 @dataclass(frozen=True)
@@ -71,19 +83,70 @@ class Forest:
     leaves: np.ndarray[Any, np.dtype[np.float64]]
     baseline: float
     n_features: int
+    """Columns the kernel reads: the inputs, then one per derived pair."""
+    derived: Pairs = ()
+    """(a, b) per derived column a*Latitude + b*Longitude (coordinates.py); () for raw inputs only."""
+
+    @property
+    def n_inputs(self) -> int:
+        """Columns predict() takes."""
+        return self.n_features - len(self.derived)
 
 
 def compile_predictor(estimator: object) -> Predict | None:
     """A fast predict for estimators we cover (HistGradientBoostingRegressor without categorical
-    features); None otherwise, so the caller falls back to estimator.predict.
+    features, alone or after coordinates.append_derived in a Pipeline); None otherwise, so the
+    caller falls back to estimator.predict.
 
     The predict works on a copy of the fitted trees: refitting the estimator needs a new compile.
     """
-    if _fastpath is None or not is_covered(estimator):
+    covered = unwrap(estimator) if _fastpath is not None else None
+    if covered is None:
         return None
+    regressor, derived = covered
     # predict() maps raw sums through the loss's inverse link (identity for squared error).
-    inverse_link: Callable[[Matrix], Any] = estimator._loss.link.inverse
-    return bind(flatten(estimator), inverse_link)
+    inverse_link: Callable[[Matrix], Any] = regressor._loss.link.inverse
+    return bind(flatten(regressor, derived), inverse_link)
+
+
+def unwrap(estimator: object) -> tuple[HistGradientBoostingRegressor, Pairs] | None:
+    """The covered regressor and the derived pairs computed before it: () for a bare regressor;
+    None for anything else."""
+    if is_covered(estimator):
+        return estimator, ()
+    parts = pipeline_parts(estimator)
+    if parts is None:
+        return None
+    derived, regressor = parts
+    if not is_covered(regressor) or regressor.n_features_in_ != len(FEATURES) + len(derived):
+        return None
+    return regressor, derived
+
+
+def pipeline_parts(estimator: object) -> tuple[Pairs, object] | None:
+    """The pairs and the last step when estimator is exactly
+    Pipeline[FunctionTransformer(append_derived), regressor] (what train builds); None otherwise.
+    Exact types, as in is_covered: a subclass may override transform or predict, which the tables
+    would not follow."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    if type(estimator) is not Pipeline:
+        return None
+    steps: list[tuple[str, Any]] = estimator.steps  # type: ignore[attr-defined]  # the exact type was checked
+    if len(steps) != 2:
+        return None
+    transformer = steps[0][1]
+    if type(transformer) is not FunctionTransformer or transformer.func is not append_derived:
+        return None
+    kw_args = transformer.kw_args or {}
+    # validate=True would run check_array first, which the fast path does not.
+    if transformer.validate or set(kw_args) - {"pairs"}:
+        return None
+    try:
+        return check_pairs(kw_args.get("pairs", PAIRS)), steps[1][1]  # as transform would call it
+    except (TypeError, ValueError):
+        return None
 
 
 def is_covered(estimator: object) -> TypeGuard[HistGradientBoostingRegressor]:
@@ -115,7 +178,7 @@ def is_simple_tree(nodes: Nodes, n_features: int) -> bool:
     )
 
 
-def flatten(estimator: HistGradientBoostingRegressor) -> Forest:
+def flatten(estimator: HistGradientBoostingRegressor, derived: Pairs = ()) -> Forest:
     trees: list[Nodes] = [p.nodes for (p,) in estimator._predictors]
     orders = [leaf_order(nodes) for nodes in trees]
     n_features = int(estimator.n_features_in_)
@@ -132,6 +195,7 @@ def flatten(estimator: HistGradientBoostingRegressor) -> Forest:
         leaves=read_only(leaves),
         baseline=float(np.ravel(estimator._baseline_prediction)[0]),
         n_features=n_features,
+        derived=derived,
     )
 
 
@@ -209,13 +273,17 @@ def feature_table(
 
 
 def bind(forest: Forest, inverse_link: Callable[[Matrix], Any]) -> Predict:
-    """predict(X) for an (n, n_features) matrix; safe to call from several threads at once."""
+    """predict(X) for an (n, n_inputs) matrix; safe to call from several threads at once."""
     kernel = _fastpath.predict
+    a, b = coefficients(forest.derived)
 
     def predict(X: Matrix) -> Matrix:
         rows = np.ascontiguousarray(X, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != forest.n_features:
-            raise ValueError(f"X has shape {rows.shape}; expected (n, {forest.n_features})")
+        if rows.ndim != 2 or rows.shape[1] != forest.n_inputs:
+            raise ValueError(f"X has shape {rows.shape}; expected (n, {forest.n_inputs})")
+        if forest.derived:
+            # What the Pipeline's FunctionTransformer runs (append_derived calls append_with): the same bits.
+            rows = append_with(rows, a, b)
         raw = np.empty(rows.shape[0], dtype=np.float64)
         kernel(forest.thresholds, forest.offsets, forest.masks, forest.leaves,
                forest.baseline, rows, raw)  # fmt: skip
@@ -247,17 +315,21 @@ TABLES: dict[str, tuple[np.dtype[Any], int]] = {
 }
 """The forest file's tables: dtype and number of dimensions (the kernel reads raw bytes)."""
 SCALARS = ("format", "inverse_link", "baseline", "n_features")
+DERIVED = "derived_pairs"
+"""Format 2's entry: an int64 (k, 2) array of the derived pairs, (0, 2) when there are none."""
 
 
 def export_forest(estimator: object) -> tuple[Forest, str] | None:
     """The tables and the inverse link's name for save_forest; None when the fast path does not
     cover the estimator or its link has no name in INVERSE_LINKS."""
-    if not is_covered(estimator):
+    covered = unwrap(estimator)
+    if covered is None:
         return None
-    link = type(estimator._loss.link)
+    regressor, derived = covered
+    link = type(regressor._loss.link)
     if link.__module__ != "sklearn._loss.link" or link.__name__ not in SKLEARN_LINKS:
         return None
-    return flatten(estimator), SKLEARN_LINKS[link.__name__]
+    return flatten(regressor, derived), SKLEARN_LINKS[link.__name__]
 
 
 def save_forest(forest: Forest, inverse_link: str, file: BinaryIO) -> None:
@@ -272,6 +344,7 @@ def save_forest(forest: Forest, inverse_link: str, file: BinaryIO) -> None:
         "baseline": np.float64(forest.baseline),
         "n_features": np.int64(forest.n_features),
         **{name: getattr(forest, name) for name in TABLES},
+        DERIVED: np.array(forest.derived, dtype=np.int64).reshape(-1, 2),
     }
     with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, value in arrays.items():
@@ -296,6 +369,7 @@ def load_forest(data: bytes) -> tuple[Forest, str]:
         leaves=read_only(arrays["leaves"]),
         baseline=float(arrays["baseline"]),
         n_features=int(arrays["n_features"]),
+        derived=check_pairs(arrays[DERIVED].tolist()) if DERIVED in arrays else (),
     )
     return forest, str(arrays["inverse_link"])
 
@@ -311,12 +385,26 @@ def load_predictor(data: bytes) -> Predict | None:
 
 def check_forest_file(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
     """The entries, format, link and table dtypes save_forest writes; the kernel checks sizes."""
-    if sorted(arrays) != sorted([*TABLES, *SCALARS]):
-        raise ValueError(f"forest file has entries {sorted(arrays)}; expected {sorted([*TABLES, *SCALARS])}")
-    if arrays["format"].shape != () or int(arrays["format"]) != FOREST_FORMAT:
-        raise ValueError(f"forest file has format {arrays['format']}; this service reads {FOREST_FORMAT}")
+    if "format" not in arrays or arrays["format"].shape != () or int(arrays["format"]) not in READABLE_FORMATS:
+        raise ValueError(f"forest file has format {arrays.get('format')}; this service reads {READABLE_FORMATS}")
+    expected = sorted([*TABLES, *SCALARS] + ([DERIVED] if int(arrays["format"]) >= 2 else []))
+    if sorted(arrays) != expected:
+        raise ValueError(f"forest file has entries {sorted(arrays)}; expected {expected}")
     if str(arrays["inverse_link"]) not in INVERSE_LINKS:
         raise ValueError(f"forest file names inverse link {arrays['inverse_link']}; known: {sorted(INVERSE_LINKS)}")
     for name, (dtype, ndim) in TABLES.items():
         if arrays[name].dtype != dtype or arrays[name].ndim != ndim:
             raise ValueError(f"forest table {name} is {arrays[name].dtype} with {arrays[name].ndim} dimensions")
+    if DERIVED in arrays:
+        check_derived(arrays[DERIVED], int(arrays["n_features"]))
+
+
+def check_derived(pairs: np.ndarray[Any, Any], n_features: int) -> None:
+    """(k, 2) int64 pairs with exact coefficients, after exactly the service's inputs."""
+    if pairs.dtype != np.int64 or pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(f"forest file's {DERIVED} is {pairs.dtype} of shape {pairs.shape}; expected int64 (k, 2)")
+    check_pairs(pairs.tolist())
+    if len(pairs) and n_features != len(FEATURES) + len(pairs):
+        raise ValueError(
+            f"forest file has {n_features} columns for {len(pairs)} derived pairs; expected {len(FEATURES)} inputs"
+        )

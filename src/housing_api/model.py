@@ -30,7 +30,7 @@ from housing_api.errors import (
     ModelArtifactMismatch,
     ModelArtifactMissing,
 )
-from housing_api.fastpath import FOREST_FORMAT, Predict, compile_predictor, load_predictor
+from housing_api.fastpath import READABLE_FORMATS, Predict, compile_predictor, load_predictor
 
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -176,10 +176,10 @@ def check_compatible(info: ModelInfo) -> None:
             f"model features {list(info.features)} differ from the service's {list(FEATURES)}; "
             "retrain with `housing-api train`"
         )
-    if info.forest_sha256 is not None and info.forest_format != FOREST_FORMAT:
+    if info.forest_sha256 is not None and info.forest_format not in READABLE_FORMATS:
         raise IncompatibleModel(
-            f"model's forest file has format {info.forest_format} but this service reads format "
-            f"{FOREST_FORMAT}; retrain with `housing-api train`"
+            f"model's forest file has format {info.forest_format} but this service reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}; retrain with `housing-api train`"
         )
 
 
