@@ -26,8 +26,11 @@ from housing_api.schemas import SAMPLE_BATCH
 
 pytestmark = pytest.mark.integration
 
-# The admission limit is tiny, so that concurrent batches are refused with 429.
-SERVICE_ENV = {"MAX_INFLIGHT_REQUESTS": "1", "OMP_NUM_THREADS": "1", "CACHE_PREFIX": "alerts-live"}
+# The admission limit is tiny, so that concurrent batches are refused with 429. The Redis timeout is
+# conftest's (500 ms, not the 50 ms default): on a machine busy with the rest of the suite a healthy
+# Redis call can take longer than 50 ms, and housing_api_redis_up would read 0 for a made-up outage.
+SERVICE_ENV = {"MAX_INFLIGHT_REQUESTS": "1", "OMP_NUM_THREADS": "1", "CACHE_PREFIX": "alerts-live",
+               "REDIS_TIMEOUT_MS": "500"}  # fmt: skip
 BIG_BATCH = [{**SAMPLE_BATCH[0], "MedInc": 1 + i / 1000} for i in range(1000)]
 
 
