@@ -70,6 +70,11 @@ class InFlight:
             ticket.sources[i] = source
             ticket.remaining -= 1
             if ticket.remaining == 0 and not ticket.future.done():
+                # Answered: the ticket needs its rows no more. Dropping them breaks the cycle
+                # ticket -> pendings -> waiters -> ticket, so both are freed at once by reference
+                # counting instead of piling up for the cyclic collector (3,000 objects per
+                # collection under load, most of its time; docs/benchmarks.md).
+                ticket.pendings = []
                 ticket.future.set_result(None)
         return len(pending.waiters)
 
