@@ -8,6 +8,11 @@ the median of each server's runs, so a burst of load from elsewhere on the machi
 sides rather than one. Each scenario starts fresh server processes on an empty Redis; within it
 the servers stay up, and every run sends rows that no earlier run sent.
 
+On a machine with two or more CPUs the load generators and redis-server are pinned to the last
+CPU (`taskset`), which leaves the others to the server under test. Unpinned, wrk and Redis landed
+on the server's core in some runs and not others, and the same server's throughput moved by a
+third between runs (the miss path, where Redis works hardest, the most).
+
     bench/run.py --json build/bench.json --write docs/benchmarks.md            # make bench
     bench/run.py --peers --json build/bench-peers.json --write docs/benchmarks.md  # make bench-peers
 
@@ -48,6 +53,17 @@ K6_SCRIPT = ROOT / "bench" / "k6" / "bench.js"
 MLSERVER_VENV = ROOT / "build" / "mlserver-venv"
 POOL = 64
 """Warmed rows; bench.js's pool(i) is the same row(i % 64, 999)."""
+
+
+def load_cpu() -> list[str]:
+    """The prefix that pins a load generator to the last CPU; empty on one CPU or without taskset."""
+    cpus = os.cpu_count() or 1
+    return ["taskset", "-c", str(cpus - 1)] if cpus > 1 and shutil.which("taskset") else []
+
+
+def pin_to_load_cpu(pid: int) -> None:
+    if prefix := load_cpu():
+        subprocess.run(["taskset", "-pc", prefix[-1], str(pid)], capture_output=True, check=True)
 
 
 @dataclass(frozen=True)
@@ -220,7 +236,7 @@ def warm(server: Process, target: Target) -> None:
 
 # -- the load generators -----------------------------------------------------------------------
 def run_wrk(url: str, target: Target, scenario: Scenario, duration: str, seed: int, pool: Path) -> dict[str, float]:
-    argv = ["wrk", "-t", "1", "-c", str(scenario.connections), "-d", duration, "--latency", "-s", str(WRK_SCRIPT),
+    argv = [*load_cpu(), "wrk", "-t", "1", "-c", str(scenario.connections), "-d", duration, "--latency", "-s", str(WRK_SCRIPT),
             url + target.predict_path, "--", scenario.mode, str(scenario.batch), str(seed), target.body_format,
             str(pool)]  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -242,7 +258,8 @@ def run_k6(url: str, scenario: Scenario, duration: str, seed: int, tmp: Path) ->
     summary = tmp / f"k6-{seed}.json"
     env = {**os.environ, "BASE_URL": url, "DURATION": duration, "SUMMARY": str(summary), "SEED": str(seed),
            "MODE": scenario.mode, "BATCH_SIZE": str(scenario.batch), "EXECUTOR": "rate", "RATE": str(scenario.rate)}  # fmt: skip
-    subprocess.run([str(K6), "run", "-q", "--address", "", str(K6_SCRIPT)], env=env, capture_output=True, check=False)
+    subprocess.run([*load_cpu(), str(K6), "run", "-q", "--address", "", str(K6_SCRIPT)], env=env, capture_output=True,
+                   check=False)  # fmt: skip
     m = json.loads(summary.read_text())["metrics"]
     d = m["http_req_duration"]["values"]
     return {"rps": m["http_reqs"]["values"]["rate"], "p50_ms": d["med"], "p99_ms": d["p(99)"],
@@ -367,6 +384,7 @@ def main() -> None:
         write_pool(tmp / "pool.txt")
         try:
             redis_server = RedisServer(tmp).start()
+            pin_to_load_cpu(redis_server.pid)
         except Unavailable as exc:
             sys.exit(str(exc))
         redis_url = redis_server.url
