@@ -266,7 +266,8 @@ def render(bench: dict[str, Any] | None, peers: dict[str, Any] | None, notes: st
         else "- `make bench-peers`: not run yet.",
         "**Load generators.** Throughput scenarios use wrk (one thread, `bench/wrk/predict.lua` builds the "
         "POST bodies; a C load generator takes a fraction of a core). The fixed-rate scenarios use k6's "
-        "open-loop `constant-arrival-rate` executor (`bench/k6/bench.js`), which wrk does not have.",
+        "open-loop `constant-arrival-rate` executor (`bench/k6/bench.js`), which wrk does not have. wrk, k6 "
+        "and redis-server are pinned to the last CPU (`taskset`); the server under test has the other to itself.",
         "The **ceiling app** (`bench/ceiling_app.py`) validates the same request body with the same schema, "
         "runs the same prometheus-fastapi-instrumentator middleware on the same server settings (uvicorn, "
         "uvloop, httptools, one process), and returns a constant: no real service on this stack can beat it.",
