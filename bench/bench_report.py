@@ -255,9 +255,9 @@ def render(bench: dict[str, Any] | None, peers: dict[str, Any] | None, notes: st
         "wrk scenarios against Seldon MLServer), each one run of `bench/run.py`; `bench/bench_report.py` renders "
         "this file from their JSON (`build/bench.json`, `build/bench-peers.json`).",
         f"Machine: {info.get('machine', '?')}, Python {info.get('python', '?')}, {info.get('wrk', 'wrk')}, "
-        f"{info.get('k6', 'k6')}. **The machine is shared with other agents' work**: the load average "
-        "below comes from `uptime` at the start and end of each run, and each run's own load is in the "
-        "JSON. Every scenario runs each server in turn, then in the opposite order, and the numbers are "
+        f"{info.get('k6', 'k6')}. A small virtual machine, which may be shared with other work: the load "
+        "average below comes from `uptime` at the start and end of each run, and each run's own load is in "
+        "the JSON. Every scenario runs each server in turn, then in the opposite order, and the numbers are "
         "medians, so load from elsewhere falls on both sides of each ratio; compare ratios within a run "
         "rather than absolute numbers across runs.",
         ("- " + _conditions(bench, "make bench")) if bench else "- `make bench`: not run yet.",

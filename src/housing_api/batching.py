@@ -132,7 +132,8 @@ class Resolver:
             except TimeoutError:
                 self._timeouts.inc()
                 raise DeadlineExceeded(self.request_timeout_s) from None
-        self._served["memory"].inc(n - len(missing))
+        if n > len(missing):  # a counter takes a lock: skip adding zero
+            self._served["memory"].inc(n - len(missing))
         return values, sources
 
     def _from_memory(self, rows: list[Row], values: list[float]) -> list[int]:
@@ -144,8 +145,10 @@ class Resolver:
                 missing.append(i)
             else:
                 values[i] = value
-        self._mem_hit.inc(len(rows) - len(missing))
-        self._mem_miss.inc(len(missing))
+        if len(rows) > len(missing):
+            self._mem_hit.inc(len(rows) - len(missing))
+        if missing:
+            self._mem_miss.inc(len(missing))
         return missing
 
     async def _resolve_shared(

@@ -116,15 +116,28 @@ def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
         ["handler", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
     )  # fmt: skip
 
+    # The labelled series of each (handler, method, status): labels() takes a lock and builds a key
+    # on every call. Bounded like InProgress' memo (handlers are route templates or "none").
+    series: dict[tuple[str, str, str], tuple[Counter, Summary, Summary, Histogram]] = {}
+
+    def labelled(handler: str, method: str, status: str) -> tuple[Counter, Summary, Summary, Histogram]:
+        found = series.get((handler, method, status))
+        if found is None:
+            found = (requests.labels(method, status, handler), request_size.labels(handler),
+                     response_size.labels(handler), latency.labels(handler, method, status))  # fmt: skip
+            if len(series) < _MEMO_SIZE:
+                series[(handler, method, status)] = found
+        return found
+
     def observe(info: Info) -> None:
-        handler, method, status = info.modified_handler, info.method, info.modified_status
+        count, sent, answered, timed = labelled(info.modified_handler, info.method, info.modified_status)
         duration = info.modified_duration
-        requests.labels(method, status, handler).inc()
-        request_size.labels(handler).observe(int(info.request.headers.get("Content-Length", 0)))
+        count.inc()
+        sent.observe(int(info.request.headers.get("Content-Length", 0)))
         headers = getattr(info.response, "headers", None)
-        response_size.labels(handler).observe(int(headers.get("Content-Length", 0)) if headers else 0)
+        answered.observe(int(headers.get("Content-Length", 0)) if headers else 0)
         latency_all.observe(duration)
-        latency.labels(handler, method, status).observe(duration)
+        timed.observe(duration)
 
     return observe
 

@@ -6,8 +6,7 @@ of queueing without limit; the resolver bounds the rows waiting for Redis and th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 import orjson
@@ -31,6 +30,26 @@ def cache_status(sources: list[Source]) -> CacheStatus:
     return "MISS" if from_model == len(sources) else "PARTIAL"
 
 
+class Admission:
+    """PredictionService.admitted()'s context manager: a class rather than @asynccontextmanager,
+    whose generator machinery cost more than the count itself on every request."""
+
+    __slots__ = ("service",)
+
+    def __init__(self, service: PredictionService) -> None:
+        self.service = service
+
+    async def __aenter__(self) -> None:
+        service = self.service
+        if service.inflight >= service.max_inflight:
+            service.metrics.rejected.labels("inflight_full").inc()
+            raise Overloaded(f"more than {service.max_inflight} prediction requests in flight")
+        service.inflight += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.service.inflight -= 1
+
+
 class PredictionService:
     """What the routes call; owned by the app's lifespan."""
 
@@ -51,17 +70,10 @@ class PredictionService:
         # Read when scraped: exact, and no gauge lock taken twice per request.
         metrics.inflight.set_function(lambda: self.inflight)
 
-    @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
-        """Count the request in flight, or refuse it when the service is full."""
-        if self.inflight >= self.max_inflight:
-            self.metrics.rejected.labels("inflight_full").inc()
-            raise Overloaded(f"more than {self.max_inflight} prediction requests in flight")
-        self.inflight += 1
-        try:
-            yield
-        finally:
-            self.inflight -= 1
+    def admitted(self) -> Admission:
+        """`async with service.admitted():` counts the request in flight, or refuses it (429)
+        when the service is full."""
+        return Admission(self)
 
     async def predict_rows(self, inputs: Sequence[HouseFeatures]) -> tuple[dict[str, Any], CacheStatus]:
         """Answer validated rows (the validator's or HouseQuery's output, never raw client JSON)."""
