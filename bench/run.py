@@ -164,7 +164,7 @@ def write_mlserver_settings(folder: Path, http_port: int) -> None:
         "debug": False,
         "parallel_workers": 0,  # inference in the server process itself: one process, like the service
         "cache_enabled": True,
-        "cache_size": 100_000,  # as many entries as the service's in-process tier has rows
+        "cache_size": 100_000,  # its only cache: ten times the service's in-process tier (which has Redis behind it)
         "http_port": http_port,
         "grpc_port": free_port(),
         "metrics_port": free_port(),
