@@ -34,10 +34,10 @@ class Settings(BaseSettings):
     )
     cache_prefix: str = Field("housing", description="Prefix of every Redis key.")
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of each cached row in Redis.")
-    # 10,000, not 100,000: under miss-heavy load a 100,000-row tier (random-access keys and values
-    # scattered over ~17 MB) made every request slower, not only its own lookups: misses 80% -> 93%
-    # and batches 42% -> 51% of the ceiling app with 10,000 (docs/benchmarks.md). The hot rows stay
-    # in-process; Redis, shared by every pod, holds the long tail.
+    # 10,000, not 100,000: the hot rows stay in-process and Redis, shared by every pod, holds the long
+    # tail. Resident memory under the benchmark load fell from 126 to 91 MB. One side-by-side run also
+    # had misses at 93% instead of 80% of the ceiling app, but the next full run did not repeat it
+    # (docs/benchmarks.md): the throughput effect is within the run-to-run spread.
     memory_cache_rows: int = Field(10_000, ge=0, description="Rows kept in the in-process LRU tier; 0 disables it.")
     redis_timeout_ms: float = Field(50.0, gt=0, description="Connect and socket timeout for Redis calls.")
     redis_retry_interval_s: float = Field(
