@@ -21,6 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from prometheus_client import Counter
 
 from housing_api.cache import MemoryTier, RedisTier, decode_value, encode_value
 from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed
@@ -32,6 +33,12 @@ from housing_api.stages import Stage
 
 log = logging.getLogger(__name__)
 __all__ = ["Resolver", "Source"]
+
+
+def add(counter: Counter, n: int) -> None:
+    """counter.inc(n), skipped for 0: every increment takes the counter's lock."""
+    if n:
+        counter.inc(n)
 
 
 class Resolver:
@@ -132,8 +139,7 @@ class Resolver:
             except TimeoutError:
                 self._timeouts.inc()
                 raise DeadlineExceeded(self.request_timeout_s) from None
-        if n > len(missing):  # a counter takes a lock: skip adding zero
-            self._served["memory"].inc(n - len(missing))
+        add(self._served["memory"], n - len(missing))
         return values, sources
 
     def _from_memory(self, rows: list[Row], values: list[float]) -> list[int]:
@@ -145,10 +151,8 @@ class Resolver:
                 missing.append(i)
             else:
                 values[i] = value
-        if len(rows) > len(missing):
-            self._mem_hit.inc(len(rows) - len(missing))
-        if missing:
-            self._mem_miss.inc(len(missing))
+        add(self._mem_hit, len(rows) - len(missing))
+        add(self._mem_miss, len(missing))
         return missing
 
     async def _resolve_shared(
@@ -203,7 +207,7 @@ class Resolver:
         for pending, value in answered:
             put(pending.row, value)
             waiters += complete(pending, value, source)
-        self._served[source].inc(waiters)  # once per batch: a counter takes a lock
+        add(self._served[source], waiters)  # once per batch
 
     # -- stage: lookup ------------------------------------------------------------------------
     async def _lookup(self, batch: list[Pending]) -> None:
@@ -232,8 +236,8 @@ class Resolver:
         self.predictor.put(misses)
 
     def _count_lookups(self, hits: int, misses: int, invalid: int) -> None:
-        self._redis_lookups["hit"].inc(hits)
-        self._redis_lookups["miss"].inc(misses)
+        add(self._redis_lookups["hit"], hits)
+        add(self._redis_lookups["miss"], misses)
         if invalid:
             self._redis_lookups["invalid"].inc(invalid)
             now = time.monotonic()

@@ -8,6 +8,7 @@ so a dead Redis costs one timeout per interval rather than one per request.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import time
@@ -39,6 +40,8 @@ A pipeline of N SET commands costs redis-py about 16 µs of event-loop time per 
 parse in Python; one EVALSHA with N keys and N values costs about 2 to 4 µs per row, and Redis
 answers once (bench/redis_ops.py, docs/benchmarks.md). Keys are passed as KEYS, as Redis asks of
 scripts. A server that refuses scripts gets the pipeline instead (RedisTier._set_ex)."""
+SET_EX_SHA = hashlib.sha1(SET_EX_SCRIPT.encode()).hexdigest()
+"""The script's name for EVALSHA: Redis names a script by the SHA-1 of its text."""
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -125,7 +128,6 @@ class RedisTier:
         # of their own (redis_channel.py); anything else goes through the client's pool.
         self._reads = Channel(self.client)
         self._writes = Channel(self.client)
-        self._set_ex_script = self.client.register_script(SET_EX_SCRIPT)
         self._scripting = True
 
     @property
@@ -198,7 +200,7 @@ class RedisTier:
             await pipe.execute()
 
     async def _eval_set_ex(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
-        args = ("EVALSHA", self._set_ex_script.sha, len(items), *(k for k, _ in items), ttl_s, *(v for _, v in items))
+        args = ("EVALSHA", SET_EX_SHA, len(items), *(k for k, _ in items), ttl_s, *(v for _, v in items))
         try:
             await self._writes.execute(*args)
         except NoScriptError:
@@ -261,7 +263,8 @@ def with_c_packing(connection_class: type[Any]) -> type[Any]:
     def pack(self: Any, *args: Any) -> list[bytes]:
         if " " not in args[0] and all(type(a) in _C_PACKED for a in args):
             return [pack_command(args)]
-        return list(connection_class.pack_command(self, *args))
+        packed: list[bytes] = connection_class.pack_command(self, *args)
+        return packed
 
     return type(f"CPacked{connection_class.__name__}", (connection_class,), {"pack_command": pack})
 
