@@ -90,7 +90,7 @@ BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
-.PHONY: bench bench-peers bench-inference bench-redis bench-startup soak audit capacity
+.PHONY: bench bench-peers bench-inference bench-inprocess bench-redis bench-startup soak audit capacity
 
 bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
@@ -109,6 +109,9 @@ bench-peers: install $(MLSERVER_VENV)/.installed  ## the wrk scenarios against S
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
 	$(PY) bench/inference.py
+
+bench-inprocess: install  ## micro-benchmark: CPU and cyclic-GC µs per 100-row request of the service's own path, no HTTP
+	$(PY) bench/inprocess.py
 
 bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis lookup and write-behind, by method
 	$(PY) bench/redis_ops.py
