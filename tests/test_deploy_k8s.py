@@ -1031,6 +1031,40 @@ def check_prod_model(objs: list[Obj]) -> list[str]:
     return problems
 
 
+ENVOY_MAX_HEADERS_BYTES = 60 * 1024  # Envoy's default max_request_headers_kb; it adds its own x-* headers on top
+ISTIO_DEFAULT_IDLE_TIMEOUT_S = 3600.0  # a DestinationRule without connectionPool.http.idleTimeout
+
+
+def app_setting(objs: list[Obj], key: str) -> float:
+    """A numeric setting as the API container sees it: the rendered config, else Settings' default."""
+    deployment = api_deployment(objs)
+    assert deployment is not None
+    configured = config_value(objs, deployment, pod_spec(deployment)["containers"][0], key)
+    return float(configured) if configured else float(Settings.model_fields[key.lower()].default)
+
+
+def check_connection_bounds(objs: list[Obj]) -> list[str]:
+    """The app's keep-alive outlives the proxy's idle timeout, and its head limit admits what Envoy passes.
+
+    The side that closes an idle keep-alive connection must be the proxy: when the app closes one
+    that Envoy is reusing, the request Envoy just wrote on it is lost (docs/reliability.md, "The
+    server layer").
+    """
+    keepalive = app_setting(objs, "KEEPALIVE_TIMEOUT_S")
+    problems = []
+    for rule in of_kind(objs, "DestinationRule"):
+        http = rule["spec"].get("trafficPolicy", {}).get("connectionPool", {}).get("http", {})
+        idle = duration_seconds(http["idleTimeout"]) if "idleTimeout" in http else ISTIO_DEFAULT_IDLE_TIMEOUT_S
+        if keepalive <= idle:
+            problems.append(
+                f"KEEPALIVE_TIMEOUT_S {keepalive:g} s is not above {ref(rule)}'s idleTimeout {idle:g} s: "
+                "the app would close connections Envoy may reuse"
+            )
+    if of_kind(objs, "DestinationRule") and app_setting(objs, "MAX_HEADER_BYTES") < ENVOY_MAX_HEADERS_BYTES + 4096:
+        problems.append(f"MAX_HEADER_BYTES is below Envoy's {ENVOY_MAX_HEADERS_BYTES} bytes plus its own headers")
+    return problems
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -1059,6 +1093,7 @@ PROD_CHECKS: list[Check] = [
     check_pod_monitors,
     check_prometheus_rule,
     check_prod_model,
+    check_connection_bounds,
 ]
 
 
@@ -1094,6 +1129,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "pod_monitors",
         "prometheus_rule",
         "prod_model",
+        "connection_bounds",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1657,6 +1693,24 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_schemas,
         lambda o: _route(o).__setitem__("timeout", "10 seconds"),
         "timeout",
+    ),
+    (
+        "app-closes-idle-connections-before-envoy",
+        check_connection_bounds,
+        lambda o: _config(o).__setitem__("KEEPALIVE_TIMEOUT_S", "60"),
+        "KEEPALIVE_TIMEOUT_S 60 s is not above",
+    ),
+    (
+        "destination-rule-idle-timeout-left-at-istios-hour",
+        check_connection_bounds,
+        lambda o: _named(o, "DestinationRule")["spec"]["trafficPolicy"]["connectionPool"]["http"].pop("idleTimeout"),
+        "idleTimeout 3600 s",
+    ),
+    (
+        "head-limit-below-envoys",
+        check_connection_bounds,
+        lambda o: _config(o).__setitem__("MAX_HEADER_BYTES", "8192"),
+        "MAX_HEADER_BYTES is below Envoy's",
     ),
 ]
 

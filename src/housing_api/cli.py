@@ -28,11 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
     # One inference thread shares two cores with the event loop; scikit-learn's OpenMP pool (used
     # only when the compiled path does not cover a model) would spin on both and starve the loop.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import uvicorn
-
     from housing_api.app import RESOLVER_STOP_S, create_app, model_source
     from housing_api.config import ConfigurationError, load_settings
     from housing_api.model import verify_artifact
+    from housing_api.protocol import BoundedConfig, ConnectionBounds
     from housing_api.server import DrainingServer
 
     try:
@@ -49,16 +48,21 @@ def _serve(args: argparse.Namespace) -> int:
     except ModelArtifactError as exc:
         print(f"housing-api: cannot start: {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
+    bounds = ConnectionBounds(
+        head_timeout_s=settings.header_timeout_s,
+        max_head_bytes=settings.max_header_bytes,
+        idle_timeout_s=settings.keepalive_timeout_s,
+    )
+    config = BoundedConfig(
         create_app(settings, source),
+        bounds,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=graceful_timeout(args, settings.shutdown_timeout_s, RESOLVER_STOP_S),
-        # Connections (and so stalled uploads) are bounded too: past it uvicorn answers 503 at once.
+        # Connections (idle keep-alive ones and stalled uploads included) are bounded too: past it
+        # the server answers 503 at once (protocol.py).
         limit_concurrency=settings.limit_concurrency,
     )
     DrainingServer(config, args.drain_seconds, settings.shutdown_timeout_s).run()

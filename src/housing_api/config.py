@@ -73,7 +73,27 @@ class Settings(BaseSettings):
     limit_concurrency: int = Field(
         4096,
         ge=1,
-        description="Open connections and requests uvicorn serves at once (bounds file descriptors); past it uvicorn answers 503 at once.",
+        description="Open connections (idle keep-alive ones included) and requests served at once (bounds file descriptors); past it the server answers 503 at once.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest a client may take to send a request's line and headers (the first from the connect, each later one from its first byte); past it the connection is closed (408 if part of a request arrived).",
+    )
+    max_header_bytes: int = Field(
+        65_536,
+        ge=4096,
+        description="Largest request line plus headers; larger gets 431 and the connection is closed.",
+    )
+    # Above every proxy's idle timeout in front of the service (Istio's DestinationRule: 60 s), so the
+    # proxy, not the app, closes a pooled connection: the app closing one the proxy is reusing loses
+    # the request written on it.
+    keepalive_timeout_s: int = Field(
+        75,
+        ge=1,
+        le=3600,
+        description="Longest a keep-alive connection may sit idle between requests (or a client leave its answer unread); then it is closed.",
     )
     shutdown_timeout_s: float = Field(
         25.0,
