@@ -202,21 +202,23 @@ async def read_limited_body(request: Request, limit: int, budget: BodyBudget | N
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     chunks: list[bytes] = []
-    size = 0
+    # The bytes this request holds: counted only after a chunk is taken, and given back once,
+    # here, whatever ends the read (413, 429, a timeout, the client gone). A chunk refused for the
+    # size limit or the budget was never taken, so it is never given back.
+    taken = 0
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
+            if taken + len(chunk) > limit:
                 raise BodyTooLarge()
             if budget is not None and not budget.take(len(chunk)):
-                size -= len(chunk)
                 request.app.state.metrics.rejected.labels("body_budget").inc()
                 raise Overloaded(f"request bodies being read hold more than {budget.limit} bytes")
+            taken += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         if budget is not None:
-            budget.give_back(size)
+            budget.give_back(taken)
 
 
 def check_json_content_type(request: Request) -> None:
