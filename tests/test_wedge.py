@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import RedisServer, app_client, make_settings, running_app, wait_until
 from fastapi import FastAPI
+from harness import ServiceProcess
 
 from housing_api.app import create_app
 from housing_api.cache import VALUE_ENCODING
@@ -359,6 +360,33 @@ def test_open_connections_are_bounded(tmp_path: Any) -> None:
         assert wait_until(lambda: httpx.get(server.url + "/livez", timeout=2).status_code == 200, 10)
     finally:
         server.stop()
+
+
+def scraped_value(url: str, series: str) -> float:
+    """One series' value on /metrics (0 when it is not there)."""
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_that_hangs_up_mid_upload_is_not_a_5xx_and_is_logged_once(tmp_path: Any) -> None:
+    log = tmp_path / "serve.log"
+    server = ServiceProcess({}, log).start()
+    try:
+        for _ in range(5):
+            stalled_upload(server.port).close()  # headers and part of the body, then gone
+        answered = {status: f'http_requests_total{{handler="/predict",method="POST",status="{status}"}}'
+                    for status in ("2xx", "4xx", "5xx")}  # fmt: skip
+        assert wait_until(lambda: sum(scraped_value(server.url, s) for s in answered.values()) == 5, 10)
+        assert scraped_value(server.url, answered["5xx"]) == 0
+        assert scraped_value(server.url, "housing_api_client_disconnects_total") == 5
+        assert httpx.post(server.url + "/predict", json=SAMPLE_BATCH, timeout=10).status_code == 200
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "Traceback" not in text and "ClientDisconnect" not in text, text[-3000:]
+    assert text.count("hung up") == 1, text[-3000:]
 
 
 # -- a randomized fault schedule -------------------------------------------------------------------

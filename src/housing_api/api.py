@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi_cache.decorator import cache
+from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
@@ -128,6 +131,19 @@ def _allowed_methods(request: Request) -> list[str]:
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client went away first; on no one's wire."""
+
+
+async def _client_gone(request: Request, _: Exception) -> Response:
+    # The client closed the connection before its body arrived: not a server error, and no one
+    # reads this answer. 499 (nginx's "client closed request") files it under status="4xx" in
+    # http_requests_total, so the availability SLI and its burn-rate alerts (status="5xx") never
+    # count it; housing_api_client_disconnects_total counts it apart.
+    request.app.state.hang_ups.record()
+    return _error(CLIENT_CLOSED_REQUEST, "the client closed the connection before sending the whole body")
+
+
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal error; it has been logged")
@@ -145,6 +161,7 @@ EXCEPTION_STATUS: dict[type[Exception], Any] = {
     NotReady: _not_ready,
     ShuttingDown: _shutting_down,
     StarletteHTTPException: _http_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected,
 }
 
@@ -158,6 +175,28 @@ def install_error_handlers(app: FastAPI) -> None:
 def get_service(request: Request) -> PredictionService:
     service: PredictionService = request.app.state.service
     return service
+
+
+class HangUps:
+    """Clients that hung up mid-upload: each counted, logged at most once per `log_every_s` (a
+    burst of them is one line saying how many), never with a traceback (nothing failed here)."""
+
+    def __init__(self, counter: Counter, log_every_s: float = 10.0) -> None:
+        self.counter = counter
+        self.log_every_s = log_every_s
+        self._logged_at = -float("inf")
+        self._unlogged = 0
+
+    def record(self) -> None:
+        self.counter.inc()
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_every_s:
+            log.info(
+                "a client hung up before sending its whole body (%d since the last such line, one per %g s at most)",
+                self._unlogged, self.log_every_s,
+            )  # fmt: skip
+            self._logged_at, self._unlogged = now, 0
 
 
 class BodyBudget:

@@ -14,7 +14,7 @@ from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
-from housing_api.api import BodyBudget, build_router, install_error_handlers
+from housing_api.api import BodyBudget, HangUps, build_router, install_error_handlers
 from housing_api.batching import Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.body_budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
+    app.state.hang_ups = HangUps(metrics.client_disconnects)
     app.include_router(build_router(validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
     instrument(app, registry)
