@@ -220,3 +220,27 @@ def test_metrics_are_exported(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'housing_api_rows_served_total{source="model"} 4.0' in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+# -- hostile clients: HEAD, encodings, numbers, redirects, error bodies ---------------------------
+@pytest.mark.parametrize(
+    "value",
+    ["1_2", "+12", " 12", "12 ", "12\n", "0x1p3", "0x10", "inf", "-inf", "nan", "Infinity", "1e999", "12.", ".5",
+     "1e", "1.5e+", "--1", "1,5", "\u0661\u0662", "\uff11\uff12", "012", "true", ""],
+)  # fmt: skip
+def test_get_predict_numbers_are_exactly_json_numbers(client: TestClient, value: str) -> None:
+    r = client.get("/predict", params={**GOOD, "MedInc": value})
+    assert r.status_code == 422, value
+    assert r.json()["errors"][0]["field"] == "MedInc"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("MedInc", "8.3252"), ("MedInc", "8.3252e0"), ("MedInc", "83252E-4"), ("MedInc", "0.83252e+1"),
+     ("MedInc", "8.32520"), ("HouseAge", "42"), ("HouseAge", "4.2e1"), ("Longitude", "-122.23"),
+     ("Population", "0.322E3")],
+)  # fmt: skip
+def test_get_predict_takes_every_json_spelling_of_a_number(client: TestClient, field: str, value: str) -> None:
+    r = client.get("/predict", params={**GOOD, field: value})
+    assert r.status_code == 200, r.text
+    assert r.json()["prediction"] == post(client, [GOOD]).json()["prediction"]

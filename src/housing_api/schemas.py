@@ -7,9 +7,10 @@ Infinity and `true` would pass as 1, so the fields are strict and reject non-fin
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from typing_extensions import TypedDict
 
 from housing_api import FEATURES
@@ -69,9 +70,25 @@ SAMPLE_BATCH: list[dict[str, float]] = [
 """The course lab's sample batch."""
 
 
+# RFC 8259's number, in ASCII digits. A query value is parsed from text, and Python's float() (which
+# pydantic's lax mode follows) also takes `1_2`, `+12`, ` 12 `, `12.`, `.5`, `inf` and non-ASCII digits:
+# a GET row must be spelled as the same row in a POST body would be, or it is refused the same way.
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _json_number(value: object) -> object:
+    if isinstance(value, str) and JSON_NUMBER.fullmatch(value) is None:
+        raise ValueError("must be a number written as JSON writes it, e.g. 8.3252, -122.23 or 1e3")
+    return value
+
+
 def _lax(name: str) -> Any:
     """The same rule for a query parameter, which arrives as a string to be parsed."""
-    return Annotated[float, Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name])]
+    return Annotated[
+        float,
+        BeforeValidator(_json_number),
+        Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name]),
+    ]
 
 
 _QUERY_FIELDS: dict[str, Any] = {name: (_lax(name), ...) for name in FEATURES}
