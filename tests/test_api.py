@@ -223,6 +223,26 @@ def test_metrics_are_exported(client: TestClient) -> None:
 
 
 # -- hostile clients: HEAD, encodings, numbers, redirects, error bodies ---------------------------
+def test_head_answers_wherever_get_does_with_the_same_headers_and_no_body(client: TestClient) -> None:
+    documented = [path for path, ops in client.get("/openapi.json").json()["paths"].items() if "get" in ops]
+    assert set(documented) == {"/predict", "/health", "/livez", "/readyz", "/model"}
+    for path in [*documented, "/metrics", "/docs", "/openapi.json"]:
+        params = GOOD if path == "/predict" else None
+        got, head = client.get(path, params=params), client.head(path, params=params)
+        assert (path, head.status_code) == (path, got.status_code) == (path, 200)
+        assert head.content == b""
+        assert set(head.headers) == set(got.headers), path
+        if path not in ("/metrics", "/predict"):  # a scrape changes the next; X-Cache says HIT the second time
+            assert head.headers == got.headers, path
+    assert client.head("/predict", params=GOOD).headers["ETag"] == client.get("/predict", params=GOOD).headers["ETag"]
+
+
+def test_head_is_in_the_allow_header_and_not_a_documented_operation(client: TestClient) -> None:
+    assert client.put("/health").headers["Allow"] == "GET, HEAD"
+    assert client.put("/predict").headers["Allow"] == "GET, HEAD, POST"
+    assert all("head" not in ops for ops in client.get("/openapi.json").json()["paths"].values())
+
+
 @pytest.mark.parametrize(
     "value",
     ["1_2", "+12", " 12", "12 ", "12\n", "0x1p3", "0x10", "inf", "-inf", "nan", "Infinity", "1e999", "12.", ".5",

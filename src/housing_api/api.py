@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi_cache.decorator import cache
 from prometheus_client import Counter
 from pydantic import ValidationError
@@ -169,6 +170,21 @@ EXCEPTION_STATUS: dict[type[Exception], Any] = {
 def install_error_handlers(app: FastAPI) -> None:
     for exc_type, handler in EXCEPTION_STATUS.items():
         app.add_exception_handler(exc_type, handler)
+
+
+def answer_head_like_get(router: APIRouter) -> None:
+    """HEAD wherever the router answers GET: the same status and headers; uvicorn sends no body.
+
+    Each GET route gets a HEAD-only twin rather than HEAD in its own methods, which FastAPI would
+    document as a second operation under the GET's operation id. The twins are appended after
+    the router's routes (call this last), so a GET or POST is matched before any of them."""
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:  # every GET route here is GET alone
+            router.add_api_route(
+                route.path, route.endpoint, methods=["HEAD"], name=route.name, include_in_schema=False,
+                response_model=route.response_model, response_class=route.response_class,
+                dependencies=route.dependencies,
+            )  # fmt: skip
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -383,4 +399,5 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         registry = dict(info.registry) if info.registry is not None else None
         return {**info.raw, "fast_path": service.model.fast_path, "registry": registry}
 
+    answer_head_like_get(router)
     return router

@@ -14,7 +14,7 @@ from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
-from housing_api.api import BodyBudget, HangUps, build_router, install_error_handlers
+from housing_api.api import BodyBudget, HangUps, answer_head_like_get, build_router, install_error_handlers
 from housing_api.batching import Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     install_error_handlers(app)
     instrument(app, registry)
     mount_docs(app)
+    answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
 
 
