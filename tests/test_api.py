@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -241,6 +242,20 @@ def test_head_is_in_the_allow_header_and_not_a_documented_operation(client: Test
     assert client.put("/health").headers["Allow"] == "GET, HEAD"
     assert client.put("/predict").headers["Allow"] == "GET, HEAD, POST"
     assert all("head" not in ops for ops in client.get("/openapi.json").json()["paths"].values())
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP", "deflate", "br", "zstd", "gzip, identity"])
+def test_an_encoded_body_is_415_naming_the_encoding(client: TestClient, encoding: str) -> None:
+    body = gzip.compress(json.dumps([GOOD]).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    r = client.post("/predict", content=body, headers=headers)
+    assert r.status_code == 415
+    assert r.json()["detail"] == "Content-Encoding is not supported: send the JSON body unencoded"
+
+
+def test_an_identity_encoded_body_is_accepted(client: TestClient) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert client.post("/predict", content=json.dumps([GOOD]), headers=headers).status_code == 200
 
 
 @pytest.mark.parametrize(

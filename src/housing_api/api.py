@@ -40,7 +40,7 @@ class BodyTooLarge(Exception):
 
 
 class UnsupportedMediaType(Exception):
-    """The body is declared as something other than JSON."""
+    """The body is declared as something other than JSON, or as encoded (gzip, ...)."""
 
 
 class InvalidBatch(Exception):
@@ -80,8 +80,8 @@ async def _too_large(request: Request, _: Exception) -> Response:
     return _error(413, f"request body is larger than {limit} bytes", headers={"Connection": "close"})
 
 
-async def _media_type(_: Request, __: Exception) -> Response:
-    return _error(415, "send the batch as JSON with Content-Type: application/json")
+async def _media_type(_: Request, exc: Exception) -> Response:
+    return _error(415, str(exc))
 
 
 async def _overloaded(_: Request, exc: Exception) -> Response:
@@ -276,20 +276,25 @@ async def read_limited_body(request: Request, limit: int, budget: BodyBudget | N
             budget.give_back(taken)
 
 
-def check_json_content_type(request: Request) -> None:
-    """A missing Content-Type is taken as JSON; a different one is refused (415)."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        return
-    media = declared.split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise UnsupportedMediaType()
+def check_json_body(request: Request) -> None:
+    """A missing Content-Type is taken as JSON; a different one is refused (415), and so is a body
+    with a Content-Encoding: decoding it would need a bound of its own on the decoded size (a small
+    gzip can inflate a thousandfold), and a batch is small enough to send as it is."""
+    headers = request.headers
+    declared = headers.get("content-type")
+    if declared is not None:
+        media = declared.split(";", 1)[0].strip().lower()
+        if media not in JSON_TYPES and not media.endswith("+json"):
+            raise UnsupportedMediaType("send the batch as JSON with Content-Type: application/json")
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType("Content-Encoding is not supported: send the JSON body unencoded")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorBody, "description": "The body did not arrive within BODY_TIMEOUT_S."},
     413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
-    415: {"model": ErrorBody, "description": "Body is not JSON."},
+    415: {"model": ErrorBody, "description": "Body is not JSON, or has a Content-Encoding (gzip, ...)."},
     422: {"model": ErrorBody, "description": "Invalid batch; names the row index and field."},
     429: {"model": ErrorBody, "description": "Overloaded; retry after Retry-After seconds."},
     500: {"model": ErrorBody, "description": "A background stage failed on the batch holding a row (logged)."},
@@ -326,7 +331,7 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         request is refused with 422, naming the row index and the field.
         """
         service = get_service(request)
-        check_json_content_type(request)
+        check_json_body(request)
         body = await read_body(request)
         async with service.admitted():
             try:
