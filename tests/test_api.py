@@ -279,3 +279,34 @@ def test_get_predict_takes_every_json_spelling_of_a_number(client: TestClient, f
     r = client.get("/predict", params={**GOOD, field: value})
     assert r.status_code == 200, r.text
     assert r.json()["prediction"] == post(client, [GOOD]).json()["prediction"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_a_trailing_slash_is_404_and_never_redirects_to_the_clients_host(client: TestClient, method: str) -> None:
+    r = client.request(method, "/predict/", params=GOOD, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+    if method != "HEAD":
+        assert r.json() == {"detail": "Not Found", "errors": []}
+
+
+LEAKS = ("Traceback", "site-packages", ".py", "File ", "uvicorn", "starlette", "fastapi", "pydantic", "python")
+
+
+def test_every_error_body_has_the_shape_and_leaks_nothing() -> None:
+    with app_client(max_body_bytes=2048) as c:
+        json_headers = {"Content-Type": "application/json"}
+        answers = [
+            c.get("/nope"), c.get("/predict/"), c.get("/docs/static/nope.js"), c.delete("/predict"),
+            c.request("TRACE", "/health"), c.get("/predict", params={**GOOD, "MedInc": "1_2"}), c.get("/predict"),
+            c.post("/predict", content=b"[", headers=json_headers),
+            c.post("/predict", content=b"\xff", headers=json_headers),
+            c.post("/predict", content=b"[]", headers={"Content-Type": "text/plain"}),
+            c.post("/predict", content=b"[]", headers={**json_headers, "Content-Encoding": "gzip"}),
+            c.post("/predict", content=b"[" + b" " * 4096 + b"]", headers=json_headers),
+            c.post("/predict", content=json.dumps([{**GOOD, "x" * 100: 1, "MedInc": "a"}]), headers=json_headers),
+        ]  # fmt: skip
+    assert sorted({r.status_code for r in answers}) == [404, 405, 413, 415, 422]
+    for r in answers:
+        assert r.headers["content-type"] == "application/json", r.request
+        assert set(r.json()) == {"detail", "errors"}, r.request
+        assert not [leak for leak in LEAKS if leak.lower() in r.text.lower()], (r.request, r.text)

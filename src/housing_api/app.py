@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         lifespan=lifespan,
         docs_url=None,  # mount_docs serves /docs from local files, not a CDN
         redoc_url=None,  # ReDoc's bundle loads its logo from a CDN (docs_ui.py)
+        # /predict/ is a 404, not a redirect: Starlette's redirect names the Host the client sent.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
