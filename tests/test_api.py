@@ -281,6 +281,13 @@ def test_get_predict_takes_every_json_spelling_of_a_number(client: TestClient, f
     assert r.json()["prediction"] == post(client, [GOOD]).json()["prediction"]
 
 
+def test_get_predict_parameters_still_document_their_bounds(client: TestClient) -> None:
+    params = client.get("/openapi.json").json()["paths"]["/predict"]["get"]["parameters"]
+    schemas = {p["name"]: p["schema"] for p in params}
+    assert schemas["MedInc"]["exclusiveMinimum"] == 0 and schemas["Latitude"]["maximum"] == 90
+    assert all(s["type"] == "number" for s in schemas.values())
+
+
 @pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
 def test_a_trailing_slash_is_404_and_never_redirects_to_the_clients_host(client: TestClient, method: str) -> None:
     r = client.request(method, "/predict/", params=GOOD, headers={"Host": "evil.example"}, follow_redirects=False)

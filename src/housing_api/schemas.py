@@ -86,8 +86,9 @@ def _lax(name: str) -> Any:
     """The same rule for a query parameter, which arrives as a string to be parsed."""
     return Annotated[
         float,
-        BeforeValidator(_json_number),
         Field(allow_inf_nan=False, description=DESCRIPTIONS[name], **BOUNDS[name]),
+        # After the Field: it wraps the constrained float, whose schema (bounds included) it keeps.
+        BeforeValidator(_json_number),
     ]
 
 
