@@ -133,7 +133,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 CLIENT_CLOSED_REQUEST = 499
-"""nginx's status for a request whose client went away first; on no one's wire."""
+"""nginx's status for a request whose client went away first (the client never receives it)."""
 
 
 async def _client_gone(request: Request, _: Exception) -> Response:
