@@ -68,6 +68,7 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_stage_up": ("gauge", frozenset({"stage"})),
     "housing_api_inflight_rows": ("gauge", frozenset()),
     "housing_api_redis_write_dropped_total": ("counter", frozenset()),
+    "housing_api_client_disconnects_total": ("counter", frozenset()),
     "housing_api_model_info": ("gauge", frozenset({"version", "estimator", "fast_path"})),
     "housing_api_build_info": ("gauge", frozenset({"version"})),
     "housing_api_gc_pause_seconds": ("histogram", frozenset({"generation"})),

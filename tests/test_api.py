@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -220,3 +221,99 @@ def test_metrics_are_exported(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'housing_api_rows_served_total{source="model"} 4.0' in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+# -- hostile clients: HEAD, encodings, numbers, redirects, error bodies ---------------------------
+def test_head_answers_wherever_get_does_with_the_same_headers_and_no_body(client: TestClient) -> None:
+    documented = [path for path, ops in client.get("/openapi.json").json()["paths"].items() if "get" in ops]
+    assert set(documented) == {"/predict", "/health", "/livez", "/readyz", "/model"}
+    for path in [*documented, "/metrics", "/docs", "/openapi.json"]:
+        params = GOOD if path == "/predict" else None
+        got, head = client.get(path, params=params), client.head(path, params=params)
+        assert (path, head.status_code) == (path, got.status_code) == (path, 200)
+        assert head.content == b""
+        assert set(head.headers) == set(got.headers), path
+        if path not in ("/metrics", "/predict"):  # a scrape changes the next; X-Cache says HIT the second time
+            assert head.headers == got.headers, path
+    assert client.head("/predict", params=GOOD).headers["ETag"] == client.get("/predict", params=GOOD).headers["ETag"]
+
+
+def test_head_is_in_the_allow_header_and_not_a_documented_operation(client: TestClient) -> None:
+    assert client.put("/health").headers["Allow"] == "GET, HEAD"
+    assert client.put("/predict").headers["Allow"] == "GET, HEAD, POST"
+    assert all("head" not in ops for ops in client.get("/openapi.json").json()["paths"].values())
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP", "deflate", "br", "zstd", "gzip, identity"])
+def test_an_encoded_body_is_415_naming_the_encoding(client: TestClient, encoding: str) -> None:
+    body = gzip.compress(json.dumps([GOOD]).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    r = client.post("/predict", content=body, headers=headers)
+    assert r.status_code == 415
+    assert r.json()["detail"] == "Content-Encoding is not supported: send the JSON body unencoded"
+
+
+def test_an_identity_encoded_body_is_accepted(client: TestClient) -> None:
+    headers = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert client.post("/predict", content=json.dumps([GOOD]), headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1_2", "+12", " 12", "12 ", "12\n", "0x1p3", "0x10", "inf", "-inf", "nan", "Infinity", "1e999", "12.", ".5",
+     "1e", "1.5e+", "--1", "1,5", "\u0661\u0662", "\uff11\uff12", "012", "true", ""],
+)  # fmt: skip
+def test_get_predict_numbers_are_exactly_json_numbers(client: TestClient, value: str) -> None:
+    r = client.get("/predict", params={**GOOD, "MedInc": value})
+    assert r.status_code == 422, value
+    assert r.json()["errors"][0]["field"] == "MedInc"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("MedInc", "8.3252"), ("MedInc", "8.3252e0"), ("MedInc", "83252E-4"), ("MedInc", "0.83252e+1"),
+     ("MedInc", "8.32520"), ("HouseAge", "42"), ("HouseAge", "4.2e1"), ("Longitude", "-122.23"),
+     ("Population", "0.322E3")],
+)  # fmt: skip
+def test_get_predict_takes_every_json_spelling_of_a_number(client: TestClient, field: str, value: str) -> None:
+    r = client.get("/predict", params={**GOOD, field: value})
+    assert r.status_code == 200, r.text
+    assert r.json()["prediction"] == post(client, [GOOD]).json()["prediction"]
+
+
+def test_get_predict_parameters_still_document_their_bounds(client: TestClient) -> None:
+    params = client.get("/openapi.json").json()["paths"]["/predict"]["get"]["parameters"]
+    schemas = {p["name"]: p["schema"] for p in params}
+    assert schemas["MedInc"]["exclusiveMinimum"] == 0 and schemas["Latitude"]["maximum"] == 90
+    assert all(s["type"] == "number" for s in schemas.values())
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_a_trailing_slash_is_404_and_never_redirects_to_the_clients_host(client: TestClient, method: str) -> None:
+    r = client.request(method, "/predict/", params=GOOD, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+    if method != "HEAD":
+        assert r.json() == {"detail": "Not Found", "errors": []}
+
+
+LEAKS = ("Traceback", "site-packages", ".py", "File ", "uvicorn", "starlette", "fastapi", "pydantic", "python")
+
+
+def test_every_error_body_has_the_shape_and_leaks_nothing() -> None:
+    with app_client(max_body_bytes=2048) as c:
+        json_headers = {"Content-Type": "application/json"}
+        answers = [
+            c.get("/nope"), c.get("/predict/"), c.get("/docs/static/nope.js"), c.delete("/predict"),
+            c.request("TRACE", "/health"), c.get("/predict", params={**GOOD, "MedInc": "1_2"}), c.get("/predict"),
+            c.post("/predict", content=b"[", headers=json_headers),
+            c.post("/predict", content=b"\xff", headers=json_headers),
+            c.post("/predict", content=b"[]", headers={"Content-Type": "text/plain"}),
+            c.post("/predict", content=b"[]", headers={**json_headers, "Content-Encoding": "gzip"}),
+            c.post("/predict", content=b"[" + b" " * 4096 + b"]", headers=json_headers),
+            c.post("/predict", content=json.dumps([{**GOOD, "x" * 100: 1, "MedInc": "a"}]), headers=json_headers),
+        ]  # fmt: skip
+    assert sorted({r.status_code for r in answers}) == [404, 405, 413, 415, 422]
+    for r in answers:
+        assert r.headers["content-type"] == "application/json", r.request
+        assert set(r.json()) == {"detail", "errors"}, r.request
+        assert not [leak for leak in LEAKS if leak.lower() in r.text.lower()], (r.request, r.text)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import RedisServer, app_client, make_settings, running_app, wait_until
 from fastapi import FastAPI
+from harness import ServiceProcess
 
 from housing_api.app import create_app
 from housing_api.cache import VALUE_ENCODING
@@ -361,6 +362,33 @@ def test_open_connections_are_bounded(tmp_path: Any) -> None:
         server.stop()
 
 
+def scraped_value(url: str, series: str) -> float:
+    """One series' value on /metrics (0 when it is not there)."""
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_that_hangs_up_mid_upload_is_not_a_5xx_and_is_logged_once(tmp_path: Any) -> None:
+    log = tmp_path / "serve.log"
+    server = ServiceProcess({}, log).start()
+    try:
+        for _ in range(5):
+            stalled_upload(server.port).close()  # headers and part of the body, then gone
+        answered = {status: f'http_requests_total{{handler="/predict",method="POST",status="{status}"}}'
+                    for status in ("2xx", "4xx", "5xx")}  # fmt: skip
+        assert wait_until(lambda: sum(scraped_value(server.url, s) for s in answered.values()) == 5, 10)
+        assert scraped_value(server.url, answered["5xx"]) == 0
+        assert scraped_value(server.url, "housing_api_client_disconnects_total") == 5
+        assert httpx.post(server.url + "/predict", json=SAMPLE_BATCH, timeout=10).status_code == 200
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert "Traceback" not in text and "ClientDisconnect" not in text, text[-3000:]
+    assert text.count("hung up") == 1, text[-3000:]
+
+
 # -- a randomized fault schedule -------------------------------------------------------------------
 DOCUMENTED = {200, 429, 500, 503}
 
@@ -547,5 +575,43 @@ def test_bodies_being_read_are_bounded_in_memory_and_refused_with_429() -> None:
             gate.set()
             assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
             assert app.state.body_budget.held == 0
+
+    asyncio.run(scenario())
+
+
+def test_oversized_chunked_bodies_give_back_exactly_what_they_took() -> None:
+    """A chunked body past MAX_BODY_BYTES is refused (413) without leaving the budget below zero:
+    a refused chunk was never taken, so it is not given back. Then the budget still refuses once
+    its real limit is held by stalled uploads."""
+
+    async def scenario() -> None:
+        # 2 slots x 1024 bytes: the budget is 2048.
+        app = create_app(make_settings(max_inflight_requests=2, max_body_bytes=1024))
+        budget = app.state.body_budget
+
+        async def oversized() -> Any:
+            for _ in range(3):
+                yield b" " * 600  # the second chunk passes the limit
+
+        async with running_app(app) as c:
+            for _ in range(20):
+                r = await c.post("/predict", content=oversized())
+                assert r.status_code == 413 and r.json()["errors"] == []
+                assert budget.held == 0
+            gate = asyncio.Event()
+
+            async def stalled() -> Any:
+                yield b"[" + b" " * 999
+                await gate.wait()
+                yield b"]"
+
+            held = [asyncio.create_task(c.post("/predict", content=stalled())) for _ in range(2)]
+            while budget.held < 2000:
+                await asyncio.sleep(0.01)
+            third = await c.post("/predict", content=stalled())
+            assert third.status_code == 429 and "bodies being read" in third.json()["detail"]
+            gate.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
+            assert budget.held == 0
 
     asyncio.run(scenario())

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi_cache.decorator import cache
+from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
@@ -36,7 +40,7 @@ class BodyTooLarge(Exception):
 
 
 class UnsupportedMediaType(Exception):
-    """The body is declared as something other than JSON."""
+    """The body is declared as something other than JSON, or as encoded (gzip, ...)."""
 
 
 class InvalidBatch(Exception):
@@ -76,8 +80,8 @@ async def _too_large(request: Request, _: Exception) -> Response:
     return _error(413, f"request body is larger than {limit} bytes", headers={"Connection": "close"})
 
 
-async def _media_type(_: Request, __: Exception) -> Response:
-    return _error(415, "send the batch as JSON with Content-Type: application/json")
+async def _media_type(_: Request, exc: Exception) -> Response:
+    return _error(415, str(exc))
 
 
 async def _overloaded(_: Request, exc: Exception) -> Response:
@@ -128,6 +132,19 @@ def _allowed_methods(request: Request) -> list[str]:
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client went away first (the client never receives it)."""
+
+
+async def _client_gone(request: Request, _: Exception) -> Response:
+    # The client closed the connection before its body arrived: not a server error, and no one
+    # reads this answer. 499 (nginx's "client closed request") files it under status="4xx" in
+    # http_requests_total, so the availability SLI and its burn-rate alerts (status="5xx") never
+    # count it; housing_api_client_disconnects_total counts it apart.
+    request.app.state.hang_ups.record()
+    return _error(CLIENT_CLOSED_REQUEST, "the client closed the connection before sending the whole body")
+
+
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal error; it has been logged")
@@ -145,6 +162,7 @@ EXCEPTION_STATUS: dict[type[Exception], Any] = {
     NotReady: _not_ready,
     ShuttingDown: _shutting_down,
     StarletteHTTPException: _http_error,
+    ClientDisconnect: _client_gone,
     Exception: _unexpected,
 }
 
@@ -154,10 +172,47 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(exc_type, handler)
 
 
+def answer_head_like_get(router: APIRouter) -> None:
+    """HEAD wherever the router answers GET: the same status and headers; uvicorn sends no body.
+
+    Each GET route gets a HEAD-only twin rather than HEAD in its own methods, which FastAPI would
+    document as a second operation under the GET's operation id. The twins are appended after
+    the router's routes (call this last), so a GET or POST is matched before any of them."""
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:  # every GET route here is GET alone
+            router.add_api_route(
+                route.path, route.endpoint, methods=["HEAD"], name=route.name, include_in_schema=False,
+                response_model=route.response_model, response_class=route.response_class,
+                dependencies=route.dependencies,
+            )  # fmt: skip
+
+
 # -- helpers ---------------------------------------------------------------------------------
 def get_service(request: Request) -> PredictionService:
     service: PredictionService = request.app.state.service
     return service
+
+
+class HangUps:
+    """Clients that hung up mid-upload: each counted, logged at most once per `log_every_s` (a
+    burst of them is one line saying how many), never with a traceback (nothing failed here)."""
+
+    def __init__(self, counter: Counter, log_every_s: float = 10.0) -> None:
+        self.counter = counter
+        self.log_every_s = log_every_s
+        self._logged_at = -float("inf")
+        self._unlogged = 0
+
+    def record(self) -> None:
+        self.counter.inc()
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.log_every_s:
+            log.info(
+                "a client hung up before sending its whole body (%d since the last such line, one per %g s at most)",
+                self._unlogged, self.log_every_s,
+            )  # fmt: skip
+            self._logged_at, self._unlogged = now, 0
 
 
 class BodyBudget:
@@ -202,37 +257,44 @@ async def read_limited_body(request: Request, limit: int, budget: BodyBudget | N
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge()
     chunks: list[bytes] = []
-    size = 0
+    # The bytes this request holds: counted only after a chunk is taken, and given back once,
+    # here, whatever ends the read (413, 429, a timeout, the client gone). A chunk refused for the
+    # size limit or the budget was never taken, so it is never given back.
+    taken = 0
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
+            if taken + len(chunk) > limit:
                 raise BodyTooLarge()
             if budget is not None and not budget.take(len(chunk)):
-                size -= len(chunk)
                 request.app.state.metrics.rejected.labels("body_budget").inc()
                 raise Overloaded(f"request bodies being read hold more than {budget.limit} bytes")
+            taken += len(chunk)
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         if budget is not None:
-            budget.give_back(size)
+            budget.give_back(taken)
 
 
-def check_json_content_type(request: Request) -> None:
-    """A missing Content-Type is taken as JSON; a different one is refused (415)."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        return
-    media = declared.split(";", 1)[0].strip().lower()
-    if media not in JSON_TYPES and not media.endswith("+json"):
-        raise UnsupportedMediaType()
+def check_json_body(request: Request) -> None:
+    """A missing Content-Type is taken as JSON; a different one is refused (415), and so is a body
+    with a Content-Encoding: decoding it would need a bound of its own on the decoded size (a small
+    gzip can inflate a thousandfold), and a batch is small enough to send as it is."""
+    headers = request.headers
+    declared = headers.get("content-type")
+    if declared is not None:
+        media = declared.split(";", 1)[0].strip().lower()
+        if media not in JSON_TYPES and not media.endswith("+json"):
+            raise UnsupportedMediaType("send the batch as JSON with Content-Type: application/json")
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType("Content-Encoding is not supported: send the JSON body unencoded")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorBody, "description": "The body did not arrive within BODY_TIMEOUT_S."},
     413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
-    415: {"model": ErrorBody, "description": "Body is not JSON."},
+    415: {"model": ErrorBody, "description": "Body is not JSON, or has a Content-Encoding (gzip, ...)."},
     422: {"model": ErrorBody, "description": "Invalid batch; names the row index and field."},
     429: {"model": ErrorBody, "description": "Overloaded; retry after Retry-After seconds."},
     500: {"model": ErrorBody, "description": "A background stage failed on the batch holding a row (logged)."},
@@ -269,7 +331,7 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         request is refused with 422, naming the row index and the field.
         """
         service = get_service(request)
-        check_json_content_type(request)
+        check_json_body(request)
         body = await read_body(request)
         async with service.admitted():
             try:
@@ -342,4 +404,5 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         registry = dict(info.registry) if info.registry is not None else None
         return {**info.raw, "fast_path": service.model.fast_path, "registry": registry}
 
+    answer_head_like_get(router)
     return router

@@ -14,7 +14,7 @@ from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
-from housing_api.api import BodyBudget, build_router, install_error_handlers
+from housing_api.api import BodyBudget, HangUps, answer_head_like_get, build_router, install_error_handlers
 from housing_api.batching import Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
@@ -87,14 +87,18 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         lifespan=lifespan,
         docs_url=None,  # mount_docs serves /docs from local files, not a CDN
         redoc_url=None,  # ReDoc's bundle loads its logo from a CDN (docs_ui.py)
+        # /predict/ is a 404, not a redirect: Starlette's redirect names the Host the client sent.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.body_budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
+    app.state.hang_ups = HangUps(metrics.client_disconnects)
     app.include_router(build_router(validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
     instrument(app, registry)
     mount_docs(app)
+    answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
 
 

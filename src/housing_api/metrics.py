@@ -172,6 +172,10 @@ class ServiceMetrics:
             "housing_api_request_timeouts", "Requests cut off by a deadline: request (503) or body (408).",
             ["kind"], registry=registry,
         )  # fmt: skip
+        self.client_disconnects = Counter(
+            "housing_api_client_disconnects", "Requests whose client hung up before its body arrived (4xx, not 5xx).",
+            registry=registry,
+        )  # fmt: skip
         self.write_dropped = Counter(
             "housing_api_redis_write_dropped", "Rows not written to Redis because the write-behind queue was full.",
             registry=registry,
