@@ -99,6 +99,8 @@ RUN find /app/.venv -name '*.so' ! -path '*/numpy*' -exec strip --strip-debug {}
 # docs/deployment.md, "Models from the MLflow registry"): the builder's venv plus MLflow's client
 # (the `mlflow` extra), which the runtime image leaves out. `docker build` without --target skips it.
 # Kubernetes runs it as uid 10001 (securityContext); it only reads the registry and writes /models.
+# Prod reaches MLflow over https: MLflow's client checks the server against MLFLOW_TRACKING_SERVER_CERT_PATH
+# (the CA mounted by components/registry-model), else certifi's public CAs. Nothing here turns checks off.
 FROM builder AS fetch
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=secret,id=ca-certificates,required=false \

@@ -1003,7 +1003,8 @@ PINNED_MODEL = re.compile(r"models:/[A-Za-z0-9][A-Za-z0-9_.\-]*/[1-9][0-9]*")
 def check_prod_model(objs: list[Obj]) -> list[str]:
     """Prod serves a pinned registry version: an init container fetches MODEL_URI into a volume the
     API container reads (both see the same MODEL_URI and MODEL_STORE), and its calls to MLflow go
-    around the Istio sidecar, which does not exist yet while init containers run."""
+    around the Istio sidecar, which does not exist yet while init containers run. So they are https,
+    checked against a mounted CA (MLFLOW_TRACKING_SERVER_CERT_PATH), never with TLS checks off."""
     deployment = api_deployment(objs)
     if deployment is None:
         return [f"no Deployment/{API}"]
@@ -1022,7 +1023,11 @@ def check_prod_model(objs: list[Obj]) -> list[str]:
     volumes = [{m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}.get(store) for c in (fetch, api)]
     if volumes[0] is None or volumes[0] != volumes[1]:
         problems.append(f"fetch-model and the API container do not share MODEL_STORE {store!r}: {volumes}")
-    port = urlsplit(config_value(objs, deployment, fetch, "MLFLOW_TRACKING_URI") or "").port or 80
+    tracking = urlsplit(config_value(objs, deployment, fetch, "MLFLOW_TRACKING_URI") or "")
+    if tracking.scheme != "https":
+        problems.append(f"prod MLFLOW_TRACKING_URI is not https: {tracking.scheme or 'unset'}://")
+    problems += _mlflow_ca_problems(objs, deployment, fetch)
+    port = tracking.port or (443 if tracking.scheme == "https" else 80)
     excluded = deployment["spec"]["template"]["metadata"].get("annotations", {})
     if _istio_injected(objs, namespace_of(deployment)) and str(port) not in excluded.get(
         "traffic.sidecar.istio.io/excludeOutboundPorts", ""
@@ -1063,6 +1068,23 @@ def check_connection_bounds(objs: list[Obj]) -> list[str]:
     if of_kind(objs, "DestinationRule") and app_setting(objs, "MAX_HEADER_BYTES") < ENVOY_MAX_HEADERS_BYTES + 4096:
         problems.append(f"MAX_HEADER_BYTES is below Envoy's {ENVOY_MAX_HEADERS_BYTES} bytes plus its own headers")
     return problems
+
+
+def _mlflow_ca_problems(objs: list[Obj], deployment: Obj, fetch: Obj) -> list[str]:
+    """fetch-model verifies the tracking server against a CA file that a volume of the pod provides."""
+    if (config_value(objs, deployment, fetch, "MLFLOW_TRACKING_INSECURE_TLS") or "").lower() in ("true", "1"):
+        return ["fetch-model sets MLFLOW_TRACKING_INSECURE_TLS: the registry's certificate is not checked"]
+    cert = config_value(objs, deployment, fetch, "MLFLOW_TRACKING_SERVER_CERT_PATH")
+    if not cert:
+        return ["fetch-model has no MLFLOW_TRACKING_SERVER_CERT_PATH (the CA MLflow's client checks the registry with)"]
+    volumes = {v["name"]: v for v in pod_spec(deployment).get("volumes", [])}
+    for mount in fetch.get("volumeMounts", []):
+        if cert.startswith(mount["mountPath"].rstrip("/") + "/"):
+            volume = volumes.get(mount["name"], {})
+            if volume.get("configMap", {}).get("optional") or volume.get("secret", {}).get("optional"):
+                return [f"fetch-model's CA volume {mount['name']} is optional: a missing CA must stop the pod"]
+            return []
+    return [f"fetch-model's MLFLOW_TRACKING_SERVER_CERT_PATH {cert} is on no mounted volume"]
 
 
 COMMON_CHECKS: list[Check] = [
@@ -1251,6 +1273,24 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
             "traffic.sidecar.istio.io/excludeOutboundPorts", "6379"
         ),
         "port 5000 is not excluded",
+    ),
+    (
+        "mlflow-plain-http",
+        check_prod_model,
+        lambda o: _config(o).__setitem__("MLFLOW_TRACKING_URI", "http://mlflow.mlflow.svc.cluster.local:5000"),
+        "MLFLOW_TRACKING_URI is not https",
+    ),
+    (
+        "mlflow-tls-unchecked",
+        check_prod_model,
+        lambda o: _config(o).__setitem__("MLFLOW_TRACKING_INSECURE_TLS", "true"),
+        "MLFLOW_TRACKING_INSECURE_TLS",
+    ),
+    (
+        "mlflow-ca-not-mounted",
+        check_prod_model,
+        lambda o: _fetch_model(o)["volumeMounts"].pop(),
+        "is on no mounted volume",
     ),
     ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
     (
@@ -1833,7 +1873,8 @@ def prefetched_store(tmp_path: Path, model_uri: str) -> Path:
     folder.mkdir(parents=True)
     for name in ("model.joblib", "model.json", "model.forest.npz"):
         shutil.copy(ROOT / "model" / name, folder / name)
-    (folder / PROVENANCE).write_text(json.dumps({"name": ref.name, "version": ref.version}))
+    recorded = json.loads((folder / "model.json").read_text())["version"]  # what the registry would record
+    (folder / PROVENANCE).write_text(json.dumps({"name": ref.name, "version": ref.version, "model_version": recorded}))
     (tmp_path / "models" / CURRENT).write_text(json.dumps({"uri": model_uri, "name": ref.name, "version": ref.version}))
     return tmp_path / "models"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -31,9 +32,19 @@ def copy_model(tmp_path: Path) -> Path:
     return target
 
 
-def edit_metadata(path: Path, **fields: object) -> None:
+def edit_metadata(path: Path, *, resign: bool = True, **fields: object) -> None:
+    """model.json with `fields` changed; resign: with the version recomputed to match, as train
+    writes it (otherwise the load refuses a rewritten model.json before anything else)."""
     meta_file = path.with_suffix(".json")
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), **fields}))
+    meta = {**json.loads(meta_file.read_text()), **fields}
+    meta_file.write_text(json.dumps(resigned(meta) if resign else meta))
+
+
+def resigned(meta: dict[str, object]) -> dict[str, object]:
+    """meta with the version a writer of model.json computes: the sha256 of its canonical content."""
+    content = {k: v for k, v in meta.items() if k != "version"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return {**content, "version": hashlib.sha256(canonical.encode()).hexdigest()}
 
 
 def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,7 +59,8 @@ def plausible_rows(n: int = 500) -> np.ndarray:
 def test_committed_model_meets_the_quality_bar() -> None:
     meta = json.loads(MODEL_PATH.with_suffix(".json").read_text())
     assert meta["holdout_r2"] >= 0.86  # issue 11; docs/model.md
-    assert meta["version"] == sha256_hex(MODEL_PATH.read_bytes())
+    assert meta["joblib_sha256"] == sha256_hex(MODEL_PATH.read_bytes())
+    assert meta["version"] == resigned(meta)["version"]
     assert meta["train_rows"] + meta["test_rows"] == 20640
 
 
@@ -76,6 +88,47 @@ def test_other_sklearn_version_is_refused(tmp_path: Path) -> None:
     edit_metadata(path, sklearn_version="0.24.2")
     with pytest.raises(IncompatibleModel, match=r"scikit-learn==0\.24\.2"):
         load_model(path)
+
+
+def test_the_version_covers_every_field_of_model_json_and_so_every_file_it_names(tmp_path: Path) -> None:
+    """Defect 2 (issue 21): a rewritten model.json is refused; one rewritten consistently, its version
+    recomputed, is another version, so it can never share the genuine model's cache keys."""
+    path = copy_model(tmp_path)
+    genuine = load_model(path).version
+    for field, value in (("holdout_r2", 0.99), ("forest_format", 1), ("features", ["MedInc"] * 8)):
+        edit_metadata(path, resign=False, **{field: value})
+        for check in (load_model, verify_artifact):
+            with pytest.raises(ModelArtifactMismatch, match=r"model\.json's content hashes to .* \(rewritten\)"):
+                check(path)
+        copy_model(tmp_path)
+    edit_metadata(path, holdout_r2=0.99)
+    assert load_model(path).version != genuine
+
+
+def test_a_swapped_forest_with_a_rewritten_forest_sha256_is_another_version(tmp_path: Path) -> None:
+    """The attack of defect 2 on a local model: the forest swapped, forest_sha256 (and the version)
+    rewritten to match. What is served then names its own cache keys, never the genuine version's."""
+    path = copy_model(tmp_path)
+    genuine = load_model(path)
+    rewrite_forest(forest_path(path), derived_pairs=np.array([[1, 2]] * 6, dtype=np.int64))
+    edit_metadata(path, resign=False, forest_sha256=sha256_hex(forest_path(path).read_bytes()))
+    with pytest.raises(ModelArtifactMismatch, match="rewritten"):
+        load_model(path)
+    edit_metadata(path, forest_sha256=sha256_hex(forest_path(path).read_bytes()))
+    swapped = load_model(path)
+    assert swapped.version != genuine.version
+    X = plausible_rows()
+    assert not np.array_equal(swapped.predict(X), genuine.predict(X))
+
+
+def test_a_model_json_from_before_the_version_covered_every_file_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = copy_model(tmp_path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta.pop("joblib_sha256")
+    path.with_suffix(".json").write_text(json.dumps({**meta, "version": sha256_hex(path.read_bytes())}))
+    with pytest.raises(ModelArtifactMismatch, match=r"no joblib_sha256.*housing-api train") as refused:
+        load_model(path)
+    assert "\n" not in str(refused.value)
 
 
 def test_committed_forest_file_is_the_one_model_json_vouches_for() -> None:

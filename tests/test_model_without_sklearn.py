@@ -15,7 +15,7 @@ import pytest
 from conftest import MODEL_PATH
 
 from housing_api.errors import IncompatibleModel
-from housing_api.model import forest_path, load_model, verify_artifact
+from housing_api.model import forest_path, load_model, manifest_digest, verify_artifact
 
 
 @pytest.fixture
@@ -30,7 +30,9 @@ def copy_model(tmp_path: Path, *, forest: bool = True, **meta: object) -> Path:
     if forest:
         shutil.copy(forest_path(MODEL_PATH), forest_path(target))
     raw = {**json.loads(MODEL_PATH.with_suffix(".json").read_text()), **meta}
-    target.with_suffix(".json").write_text(json.dumps({k: v for k, v in raw.items() if v is not None}))
+    kept = {k: v for k, v in raw.items() if v is not None}
+    # Re-signed as train writes it: the version is the digest of model.json's content (model.py).
+    target.with_suffix(".json").write_text(json.dumps({**kept, "version": manifest_digest(kept)}))
     return target
 
 

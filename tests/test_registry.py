@@ -8,6 +8,7 @@ Every service here is a real `housing-api serve` process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -124,7 +125,7 @@ def test_train_register_logs_params_metrics_data_checksum_and_files(
     for version in versions:
         mv = client.get_model_version("housing", version.number)
         meta = json.loads(version.path.with_suffix(".json").read_text())
-        assert mv.tags["housing_api.sha256"] == meta["version"]
+        assert mv.tags["housing_api.version"] == meta["version"]
         run = client.get_run(mv.run_id)
         assert run.data.metrics["holdout_r2"] == pytest.approx(meta["holdout_r2"], abs=1e-6)
         assert run.data.metrics["holdout_mae"] == pytest.approx(meta["holdout_mae"], abs=1e-6)
@@ -225,29 +226,66 @@ def failure_line(process: subprocess.Popen[str]) -> str:
     return lines[0]
 
 
-def tamper_registry(mlflow_server: MLflowServer, trained: Trained, rewrite_model_json: bool) -> str:
-    """Register trained's files as a new version, then change model.joblib in the artifact store
-    (and, if asked, model.json to match it). Returns the new version's number."""
-    registry = Registry(mlflow_server.url)
-    meta = json.loads(trained.path.with_suffix(".json").read_text())
-    files = {"model.joblib": trained.path, "model.json": trained.path.with_suffix(".json")}
-    registered = registry.register(files, name="housing", sha256=meta["version"], params={}, metrics={})
-    stored = next(mlflow_server.artifacts.glob(f"*/{registered.run_id}/artifacts/model"))
+def clone_version(server: MLflowServer, number: str) -> tuple[str, Path]:
+    """Register version `number`'s files again as a new version with the same tags, through MLflow's
+    client alone: a version the registry vouches for exactly as it vouches for `number`. Returns its
+    number and its folder in the artifact store (for the attacker to write)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.url, registry_uri=server.url)
+    mv = client.get_model_version("housing", number)
+    experiment = client.get_experiment_by_name("housing-api")
+    assert experiment is not None
+    run = client.create_run(experiment.experiment_id)
+    client.log_artifacts(run.info.run_id, str(stored_files(server, mv.run_id)), "model")
+    client.set_terminated(run.info.run_id)
+    new = client.create_model_version("housing", f"{run.info.artifact_uri}/model", run.info.run_id, tags=mv.tags)
+    return str(new.version), stored_files(server, run.info.run_id)
+
+
+def stored_files(server: MLflowServer, run_id: str) -> Path:
+    return next(server.artifacts.glob(f"*/{run_id}/artifacts/model"))
+
+
+def rewrite_model_json(folder: Path, **fields: object) -> None:
+    """model.json with fields changed, made to agree with itself as far as its format lets a writer:
+    where the version is the digest of model.json's content (joblib_sha256 present), recomputed."""
+    meta = {**json.loads((folder / "model.json").read_text()), **fields}
+    if "joblib_sha256" in meta:
+        content = {k: v for k, v in meta.items() if k != "version"}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        meta["version"] = hashlib.sha256(canonical.encode()).hexdigest()
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+def tamper_registry(mlflow_server: MLflowServer, trained: Trained, rewrite_model_json_too: bool) -> str:
+    """A new version vouched for like trained's, then model.joblib changed in the artifact store
+    (and, if asked, model.json rewritten to match it). Returns the new version's number."""
+    number, stored = clone_version(mlflow_server, trained.number)
     joblib_file = stored / "model.joblib"
     joblib_file.write_bytes(joblib_file.read_bytes() + b"\x00")
-    if rewrite_model_json:
-        import hashlib
+    if rewrite_model_json_too:
+        digest = hashlib.sha256(joblib_file.read_bytes()).hexdigest()
+        meta = json.loads((stored / "model.json").read_text())
+        rewrite_model_json(stored, **({"joblib_sha256": digest} if "joblib_sha256" in meta else {"version": digest}))
+    return number
 
-        meta["version"] = hashlib.sha256(joblib_file.read_bytes()).hexdigest()
-        (stored / "model.json").write_text(json.dumps(meta))
-    return registered.version
+
+def swap_forest(mlflow_server: MLflowServer, victim: Trained, donor: Trained) -> str:
+    """Defect 2's attack: a version vouched for like victim's whose artifact store now holds donor's
+    forest file (another genuine model's), with model.json's forest_sha256 rewritten to match."""
+    number, stored = clone_version(mlflow_server, victim.number)
+    forest = donor.path.with_suffix(".forest.npz").read_bytes()
+    (stored / "model.forest.npz").write_bytes(forest)
+    rewrite_model_json(stored, forest_sha256=hashlib.sha256(forest).hexdigest())
+    return number
 
 
 def test_tampered_artifacts_missing_versions_and_an_unreachable_registry_stop_startup_with_one_line(
     mlflow_server: MLflowServer, versions: tuple[Trained, Trained], tmp_path: Path
 ) -> None:
     first, _ = versions
-    tampered = tamper_registry(mlflow_server, first, rewrite_model_json=False)
+    tampered = tamper_registry(mlflow_server, first, rewrite_model_json_too=False)
     registry = {"MLFLOW_TRACKING_URI": mlflow_server.url}
     # Started together: each pays MLflow's import time.
     processes = {
@@ -271,7 +309,7 @@ def test_files_rewritten_to_match_each_other_are_refused_by_the_registrys_record
 ) -> None:
     """model.joblib changed and model.json rewritten to its sha256: the files agree, the registry does not."""
     first, _ = versions
-    rewritten = tamper_registry(mlflow_server, first, rewrite_model_json=True)
+    rewritten = tamper_registry(mlflow_server, first, rewrite_model_json_too=True)
     with pytest.raises(ModelArtifactMismatch, match=f"registry recorded {first.sha256}"):
         resolve_source(f"models:/housing/{rewritten}", Path("unused"), tmp_path, mlflow_server.url)
     with pytest.raises(ModelVersionNotFound, match="models:/housing@nobody does not exist"):
@@ -301,3 +339,89 @@ def test_fetch_model_fills_the_store_that_a_process_without_mlflow_serves_from(
         assert (folder / name).read_bytes() == second.path.with_name(name).read_bytes()
     source = prefetched(parse_ref("models:/housing@champion"), tmp_path / "store")
     assert source.path == folder / "model.joblib" and dict(source.registry or {})["version"] == "2"
+
+
+def test_a_swapped_forest_with_a_rewritten_forest_sha256_is_refused_at_fetch_and_at_load(
+    mlflow_server: MLflowServer, versions: tuple[Trained, Trained], tmp_path: Path
+) -> None:
+    """Defect 2 (issue 21): version 2's forest file put in place of version 1's in the artifact store,
+    model.json rewritten to vouch for it. Before, fetch and load passed and version 2's answers went
+    into the cache under version 1's keys."""
+    first, second = versions
+    swapped = swap_forest(mlflow_server, first, second)
+    with pytest.raises(ModelArtifactMismatch, match=f"registry recorded {first.sha256}"):
+        resolve_source(f"models:/housing/{swapped}", Path("unused"), tmp_path / "store", mlflow_server.url)
+    assert not (tmp_path / "store" / "housing" / swapped).exists()  # refused before it entered the store
+    line = failure_line(serve_failure(tmp_path, "swapped", MODEL_URI=f"models:/housing/{swapped}",
+                                      MLFLOW_TRACKING_URI=mlflow_server.url))  # fmt: skip
+    assert "registry recorded" in line and "refusing" in line
+    # At load: a genuine fetch, then the same swap in the fetched folder (a store kept between starts).
+    genuine, _ = clone_version(mlflow_server, first.number)
+    source = resolve_source(f"models:/housing/{genuine}", Path("unused"), tmp_path / "store", mlflow_server.url)
+    assert load_model(source.path, source.registry).version == first.sha256
+    forest = second.path.with_suffix(".forest.npz").read_bytes()
+    source.path.with_suffix(".forest.npz").write_bytes(forest)
+    rewrite_model_json(source.path.parent, forest_sha256=hashlib.sha256(forest).hexdigest())
+    with pytest.raises(ModelArtifactMismatch, match=f"registry recorded {first.sha256}"):
+        load_model(source.path, source.registry)
+    with pytest.raises(ModelArtifactMismatch, match=f"registry recorded {first.sha256}"):
+        resolve_source(f"models:/housing/{genuine}", Path("unused"), tmp_path / "store", mlflow_server.url)
+
+
+def test_a_rewritten_model_json_is_refused_at_fetch(
+    mlflow_server: MLflowServer, versions: tuple[Trained, Trained], tmp_path: Path
+) -> None:
+    """Any field: here the held-out R² /model shows, rewritten as consistently as the format allows."""
+    first, _ = versions
+    number, stored = clone_version(mlflow_server, first.number)
+    rewrite_model_json(stored, holdout_r2=0.99)
+    with pytest.raises(ModelArtifactMismatch, match="registry recorded"):
+        resolve_source(f"models:/housing/{number}", Path("unused"), tmp_path, mlflow_server.url)
+
+
+@pytest.mark.parametrize("name", ["model.joblib_01.npy", "registry.json"])
+def test_an_unexpected_file_in_the_artifact_store_is_refused_at_fetch(
+    mlflow_server: MLflowServer, versions: tuple[Trained, Trained], tmp_path: Path, name: str
+) -> None:
+    """joblib reads model.joblib_01.npy beside a pickle; a registry.json would pose as the fetch's own."""
+    first, _ = versions
+    number, stored = clone_version(mlflow_server, first.number)
+    (stored / name).write_text(json.dumps({"model_version": first.sha256}))
+    with pytest.raises(ModelArtifactMismatch, match=f"holds {name} at"):
+        resolve_source(f"models:/housing/{number}", Path("unused"), tmp_path, mlflow_server.url)
+
+
+def test_a_version_registered_under_the_old_scheme_is_refused_and_reregistered_by_the_named_command(
+    mlflow_server: MLflowServer, versions: tuple[Trained, Trained], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The migration (docs/deployment.md): a version whose tag vouches for model.joblib alone is refused
+    with one line naming `housing-api reregister`, which registers a version that serves the same answers."""
+    from mlflow.tracking import MlflowClient
+
+    first, _ = versions
+    number, stored = clone_version(mlflow_server, first.number)
+    client = MlflowClient(mlflow_server.url, registry_uri=mlflow_server.url)
+    meta = json.loads((stored / "model.json").read_text())
+    old_version = meta.pop("joblib_sha256")
+    (stored / "model.json").write_text(json.dumps({**meta, "version": old_version}))
+    client.delete_model_version_tag("housing", number, "housing_api.version")
+    client.set_model_version_tag("housing", number, "housing_api.sha256", old_version)
+    line = failure_line(serve_failure(tmp_path, "legacy", MODEL_URI=f"models:/housing/{number}",
+                                      MLFLOW_TRACKING_URI=mlflow_server.url))  # fmt: skip
+    assert f"Re-register it: housing-api reregister models:/housing/{number}" in line
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    assert main(["reregister", f"models:/housing/{number}"]) == 0
+    match = re.search(r"^registered models:/housing/(\d+) ", capsys.readouterr().out, re.MULTILINE)
+    assert match
+    source = resolve_source(f"models:/housing/{match[1]}", Path("unused"), tmp_path / "store", mlflow_server.url)
+    model = load_model(source.path, source.registry)
+    batch = rows(20)
+    assert [float(v) for v in model.predict(np.array([[r[f] for f in FEATURES] for r in batch]))] == expected(
+        first, batch
+    )
+    assert source.path.read_bytes() == first.path.read_bytes()
+    assert (
+        client.get_model_version("housing", match[1]).tags["housing_api.reregistered_from"]
+        == f"models:/housing/{number}"
+    )

@@ -20,6 +20,7 @@ from starlette.routing import Match
 
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
 from housing_api.http_cache import row_key_builder, stable_etag
+from housing_api.registry import public_view
 from housing_api.schemas import (
     ErrorBody,
     FieldError,
@@ -393,16 +394,18 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
     @router.get(
         "/model",
         summary="Model metadata",
-        responses={200: {"content": {"application/json": {"example": {"version": "726f…", "holdout_r2": 0.8648}}}}},
+        responses={200: {"content": {"application/json": {"example": {"version": "a0dd…", "holdout_r2": 0.8648}}}}},
     )
     async def model_metadata(request: Request) -> dict[str, Any]:
-        """The metadata in model.json: version (sha256), scikit-learn version, features and the derived
-        coordinate features the model computes from them, R², MAE; `registry` names the MLflow
-        registry version it was fetched from (null for a local file)."""
+        """The metadata in model.json: version (the sha256 of model.json's content, which records the
+        sha256 of every file served), scikit-learn version, features and the derived coordinate
+        features the model computes from them, R², MAE; `registry` names the MLflow registry version
+        it was fetched from and the version the registry recorded (null for a local file), not where
+        the files are stored."""
         service = get_service(request)
         info = service.model.info
-        registry = dict(info.registry) if info.registry is not None else None
-        return {**info.raw, "fast_path": service.model.fast_path, "registry": registry}
+        # Which registered version, not where it is stored: /model is public in prod (registry.PUBLIC).
+        return {**info.raw, "fast_path": service.model.fast_path, "registry": public_view(info.registry)}
 
     answer_head_like_get(router)
     return router

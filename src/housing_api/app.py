@@ -39,7 +39,7 @@ def _sample_response() -> dict[str, Any]:
         "query_key": "d55e3f4c8b28f2976949be05f14b42bb",
         "inputs": [{f: float(r[f]) for f in FEATURES} for r in SAMPLE_BATCH],
         "prediction": [4.167084067827071, 2.1844168463657687, 2.129832158899697, 2.12975721610681],
-        "model_version": "726f93ec4c9b8963fcb9fb9e2b2a752206ff40fcca6cc56c9482a1becbdbcc9d",
+        "model_version": "a0dd6c52d36400665decefb220c8d26539e3193d3eaa2680321db514021776bb",
     }
 
 

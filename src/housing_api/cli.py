@@ -1,4 +1,4 @@
-"""Command line: `housing-api serve`, `train` and `fetch-model`. Argument parsing only."""
+"""Command line: `housing-api serve`, `train`, `fetch-model` and `reregister`. Argument parsing only."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
         # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
         # A registry version is fetched here, once, into MODEL_STORE.
         source = model_source(settings)
-        verify_artifact(source.path)
+        verify_artifact(source.path, source.registry)
     except ModelArtifactError as exc:
         print(f"housing-api: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -150,12 +150,37 @@ def _fetch_model(args: argparse.Namespace) -> int:
         return 2
     try:
         source = registry.fetch(parse_ref(uri), Path(args.store) if args.store else settings.model_store)
-        info = verify_artifact(source.path)
+        info = verify_artifact(source.path, source.registry)
     except ModelArtifactError as exc:
         print(f"housing-api: cannot fetch: {exc}", file=sys.stderr)
         return 2
     resolved = f"models:/{source.registry['name']}/{source.registry['version']}"
     print(f"fetched {uri} = {resolved} (version {info.version[:16]}) into {source.path.parent}")
+    return 0
+
+
+def _reregister(args: argparse.Namespace) -> int:
+    import tempfile
+
+    try:
+        from housing_api.train import reregister
+    except ImportError as exc:
+        print(f"housing-api: cannot reregister: {exc.name} is not installed; pip install 'housing-api[train,mlflow]'",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    registry = _registry("reregister")
+    if registry is False:
+        return 2
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            registered = reregister(registry, args.uri, Path(workdir))
+        if args.alias:
+            registry.set_alias(registered.name, args.alias, registered.version)
+    except ModelArtifactError as exc:
+        print(f"housing-api: cannot reregister: {exc}", file=sys.stderr)
+        return 2
+    alias = f", alias @{args.alias}" if args.alias else ""
+    print(f"registered {registered.uri} (run {registered.run_id}{alias}) from {args.uri} at {registry.where}")
     return 0
 
 
@@ -196,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--uri", help="models:/<name>/<version> or models:/<name>@<alias> (default: MODEL_URI)")
     fetch.add_argument("--store", help="folder to fetch into (default: MODEL_STORE)")
     fetch.set_defaults(func=_fetch_model)
+    again = sub.add_parser(
+        "reregister",
+        help="register a version registered before housing-api 0.2 again, as a new version the service accepts",
+    )
+    again.add_argument("uri", help="the old version, models:/<name>/<version>")
+    again.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
+    again.set_defaults(func=_reregister)
     return parser
 
 

@@ -1,7 +1,14 @@
 """Loading the model artifact (checksum first) and predicting a matrix of rows.
 
 joblib files are pickles: unpickling runs code. So the artifact's bytes are read once, hashed,
-compared with the version recorded in model.json, and only those verified bytes are unpickled.
+compared with the sha256 model.json records for them, and only those verified bytes are unpickled.
+
+One chain of trust runs from the version to the bytes served (docs/model.md, "The version"):
+model.json records the sha256 of every file the service loads (`joblib_sha256`, `forest_sha256`),
+and the model's version is the sha256 of model.json's own content (all of it but `version`, in a
+canonical form). So the version, which names every cache key and which the MLflow registry records
+for a registered version (registry.py), covers the forest file, the joblib and every field of
+model.json: change any of them and the version changes, or the load is refused.
 
 When model.json also vouches for a forest file (model.forest.npz: the compiled fast path's tables as
 plain arrays, see fastpath.save_forest), the service predicts from its verified bytes and neither
@@ -57,11 +64,28 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def manifest_digest(meta: Mapping[str, Any]) -> str:
+    """The model's version: the sha256 of model.json's content without `version`, as canonical JSON
+    (sorted keys, no whitespace), so it does not depend on how the file was formatted."""
+    content = {k: v for k, v in meta.items() if k != "version"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return sha256_hex(canonical.encode())
+
+
+PROVENANCE = "registry.json"
+"""Written by the fetch beside a registered version's files (registry.py): which version they are,
+and the model version the registry recorded for it."""
+RECORDED = "model_version"
+"""The field of registry.json (and of ModelInfo.registry) holding the registry's recorded version."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """The metadata in model.json."""
 
     version: str
+    """The sha256 of model.json's content (manifest_digest), which records every loaded file's sha256."""
+    joblib_sha256: str
     sklearn_version: str
     features: tuple[str, ...]
     raw: dict[str, Any]
@@ -101,15 +125,21 @@ def check_model_path(model_path: Path) -> None:
 
 
 def read_metadata(model_path: Path, registry: Mapping[str, str] | None = None) -> ModelInfo:
+    """model.json, only if its content hashes to its version (and, for a registered version, to the
+    version the registry recorded), and the folder of a registered version holds nothing else."""
     check_model_path(model_path)
     meta_file = metadata_path(model_path)
     if not meta_file.is_file():
         raise ModelArtifactMissing(
             f"no model at MODEL_PATH={model_path} ({meta_file} not found); {how_to_get_a_model(model_path)}"
         )
-    raw = json.loads(meta_file.read_text())
+    raw = parse_metadata(meta_file)
+    version = check_version(meta_file, raw, registry)
+    if registry is not None:
+        check_only_expected_files(model_path, raw)
     return ModelInfo(
-        version=str(raw["version"]),
+        version=version,
+        joblib_sha256=str(raw["joblib_sha256"]),
         sklearn_version=str(raw["sklearn_version"]),
         features=tuple(raw["features"]),
         raw=raw,
@@ -120,11 +150,73 @@ def read_metadata(model_path: Path, registry: Mapping[str, str] | None = None) -
     )
 
 
+def parse_metadata(meta_file: Path) -> dict[str, Any]:
+    """model.json's object; anything else (unreadable, not an object) is a refusal, not a traceback."""
+    try:
+        raw = json.loads(meta_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelArtifactMismatch(f"{meta_file} is not valid JSON ({exc}); refusing to start") from exc
+    if not isinstance(raw, dict):
+        raise ModelArtifactMismatch(f"{meta_file} is not a JSON object; refusing to start")
+    return raw
+
+
+def check_version(meta_file: Path, raw: Mapping[str, Any], registry: Mapping[str, str] | None) -> str:
+    """The version model.json's content hashes to, if it is the one it claims and the one the registry
+    recorded. A model.json without joblib_sha256 predates this scheme (its version was the joblib's
+    sha256 alone, which did not cover the forest file)."""
+    pinned = f"models:/{registry.get('name')}/{registry.get('version')}" if registry else ""
+    where = f"{registry.get('uri', pinned)} ({meta_file})" if registry else str(meta_file)
+    if "joblib_sha256" not in raw:
+        fix = (
+            f"re-register it: housing-api reregister {pinned}"
+            if registry
+            else "retrain it with `housing-api train` (make train TRAIN_OUT=...)"
+        )
+        raise ModelArtifactMismatch(
+            f"{where}: model.json has no joblib_sha256, so its version does not cover every file served "
+            f"(written before housing-api 0.2); refusing to start. {fix[0].upper()}{fix[1:]}"
+        )
+    version = manifest_digest(raw)
+    if raw.get("version") != version:
+        raise ModelArtifactMismatch(
+            f"{where}: model.json's content hashes to {version} but it names version {raw.get('version')} "
+            "(rewritten); refusing to start. Restore the files (git checkout model/, or fetch the registered "
+            "version again) or retrain with `housing-api train`"
+        )
+    if registry is not None and registry.get(RECORDED) != version:
+        raise ModelArtifactMismatch(
+            f"{where}: the files hold version {version} but the registry recorded {registry.get(RECORDED)}; "
+            "refusing to start. Delete the fetched folder and fetch it again (housing-api fetch-model)"
+        )
+    return version
+
+
+def expected_files(model_path: Path, raw: Mapping[str, Any]) -> set[str]:
+    """The files a fetched version's folder holds: the artifact's and registry.json."""
+    names = {model_path.name, metadata_path(model_path).name, PROVENANCE}
+    return names | ({forest_path(model_path).name} if raw.get("forest_sha256") is not None else set())
+
+
+def check_only_expected_files(model_path: Path, raw: Mapping[str, Any]) -> None:
+    """A registered version's folder holds exactly its files: anything else came from somewhere
+    nothing vouches for (a forest file model.json does not name included)."""
+    folder = model_path.parent
+    unexpected = sorted(p.name for p in folder.iterdir() if p.name not in expected_files(model_path, raw))
+    if unexpected:
+        raise ModelArtifactMismatch(
+            f"{folder} holds {', '.join(unexpected)}, which nothing in model.json vouches for; refusing to start. "
+            "Delete the folder and fetch the registered version again (housing-api fetch-model)"
+        )
+
+
 def read_verified_bytes(model_path: Path, info: ModelInfo) -> bytes:
-    """The artifact's bytes, only if their sha256 is the version model.json records."""
+    """The artifact's bytes, only if their sha256 is the joblib_sha256 model.json records."""
     if not model_path.is_file():
         raise ModelArtifactMissing(f"model artifact {model_path} not found; {how_to_get_a_model(model_path)}")
-    return read_checked(model_path, info.version, f"model artifact {model_path}", "refusing to unpickle it", model_path)
+    return read_checked(
+        model_path, info.joblib_sha256, f"model artifact {model_path}", "refusing to unpickle it", model_path
+    )
 
 
 def read_verified_forest(model_path: Path, info: ModelInfo) -> bytes | None:
@@ -274,10 +366,19 @@ def load_model(model_path: Path, registry: Mapping[str, str] | None = None) -> M
     return Model.from_estimator(unpickle(data), info)
 
 
-def verify_artifact(model_path: Path) -> ModelInfo:
+def verify_files(model_path: Path, registry: Mapping[str, str] | None = None) -> ModelInfo:
+    """The chain of trust alone: model.json hashes to its version (and the registry's), and every
+    file it names has the sha256 it records. What a fetch checks before it keeps a folder."""
+    info = read_metadata(model_path, registry)
+    read_verified_bytes(model_path, info)
+    read_verified_forest(model_path, info)
+    return info
+
+
+def verify_artifact(model_path: Path, registry: Mapping[str, str] | None = None) -> ModelInfo:
     """Every check load_model() makes before unpickling, without unpickling (without scikit-learn,
     also that the forest file's tables load, since nothing else could serve)."""
-    info = read_metadata(model_path)
+    info = read_metadata(model_path, registry)
     check_compatible(info)
     read_verified_bytes(model_path, info)
     forest = read_verified_forest(model_path, info)

@@ -6,10 +6,12 @@ downloads that version's files (model.joblib, model.forest.npz, model.json) once
 MODEL_STORE/<name>/<version>/, and load_model() then verifies them exactly as it verifies the
 committed model: sha256 before anything is unpickled or read.
 
-The registry vouches for the files too: register() records the model's version (the sha256 of
-model.joblib) as a tag of the registered version, and fetch() refuses files whose model.json names
-another. So bytes changed in the artifact store stop start-up even when model.json was rewritten to
-match them.
+The registry vouches for the files: register() records the model's version (model.py: the digest of
+model.json's content, which records the sha256 of the joblib and the forest file) as a tag of the
+registered version. fetch() refuses files whose content hashes to another version, and a folder
+holding anything else; it writes the recorded version into registry.json, and load_model() checks
+the files against it again. Whoever can write the artifact store (but not the registry) can
+therefore not make a pod serve other bytes, however consistently they rewrite the files.
 
 MLflow's client is imported here only, and only when MODEL_URI is a registry reference: it comes
 with the `mlflow` extra. A process without it (the runtime image) serves what `housing-api
@@ -18,6 +20,7 @@ fetch-model` (the Kubernetes init container) fetched for the same MODEL_URI; see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,16 +40,22 @@ from housing_api.errors import (
     ModelVersionNotFound,
     RegistryUnavailable,
 )
+from housing_api.model import PROVENANCE, RECORDED, verify_files
 
 SCHEME = "models:/"
-SHA256_TAG = "housing_api.sha256"
-"""Tag of a registered version: the sha256 of its model.joblib, i.e. model.json's version."""
+VERSION_TAG = "housing_api.version"
+"""Tag of a registered version: its model version (model.py's manifest_digest of its model.json)."""
+LEGACY_TAG = "housing_api.sha256"
+"""The tag of versions registered before housing-api 0.2: the sha256 of model.joblib alone."""
 ARTIFACT_DIR = "model"
 """Folder of the run's artifacts that a registered version points at."""
 REQUIRED = ("model.joblib", "model.json")
 """What a registered version must hold; model.forest.npz is optional, as beside the committed model."""
-PROVENANCE = "registry.json"
-"""Written beside the fetched files: which registered version they are."""
+ALLOWED = (*REQUIRED, "model.forest.npz")
+"""Everything a registered version may hold: any other file in the artifact store is refused."""
+PUBLIC = ("name", "version", "uri", "alias", "run_id", RECORDED)
+"""What GET /model shows of registry.json: no artifact store location, no tracking server host
+(/model is public in prod; both stay in registry.json on the pod's volume, redacted)."""
 CURRENT = "current.json"
 """Written in MODEL_STORE by every fetch: which version MODEL_URI resolved to, for a process
 without MLflow's client (the runtime container after the init container fetched)."""
@@ -62,6 +71,7 @@ _REF = re.compile(
 )
 
 _ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+|timed out|Read timed out")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 @dataclass(frozen=True)
@@ -99,18 +109,30 @@ def parse_ref(uri: str) -> RegistryRef:
 
 
 def redact(uri: str) -> str:
-    """The tracking URI without user:password, fit for a log line or /model."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+    """A URI without user:password, query string or fragment (presigned URLs and tokens travel
+    there), fit for a log line or registry.json."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: say nothing of what follows the scheme
+        return uri.split(":", 1)[0] + "://<redacted>"
+    # The last @ ends the userinfo (a password may contain an unescaped @).
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
+
+
+def redact_text(text: str) -> str:
+    """Every URI in a message redacted: MLflow's and urllib3's messages quote the URLs they called."""
+    return _URI.sub(lambda match: redact(match[0]), text)
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
-    """MLflow's messages span lines and quote whole responses: keep the first line, bounded."""
-    text = " ".join(str(exc).split())
+    """MLflow's messages span lines and quote whole responses: keep the first line, bounded, redacted."""
+    text = redact_text(" ".join(str(exc).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def public_view(registry: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The registry block of GET /model: which version, not where it is stored."""
+    return None if registry is None else {k: v for k, v in registry.items() if k in PUBLIC}
 
 
 def resolve_source(model_uri: str | None, model_path: Path, store: Path, tracking_uri: str | None) -> ModelSource:
@@ -156,6 +178,32 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+def check_downloaded(got: Path, pinned: str, source: str) -> None:
+    """The artifact store's folder holds the required files and nothing but a registered version's files."""
+    missing = [name for name in REQUIRED if not (got / name).is_file()]
+    if missing:
+        raise ModelArtifactMissing(
+            f"{pinned} has no {', '.join(missing)} at {source}; register models with `housing-api train --register`"
+        )
+    unexpected = sorted(path.name for path in got.iterdir() if path.name not in ALLOWED or not path.is_file())
+    if unexpected:
+        raise ModelArtifactMismatch(
+            f"{pinned} holds {', '.join(unexpected)} at {source}, which no registered version holds; refusing "
+            f"to start. Only {', '.join(ALLOWED)} may be there: re-register the model (housing-api train --register)"
+        )
+
+
+def check_vouched(source: ModelSource, recorded: str) -> None:
+    """Every file in the folder is the one the registry's recorded version covers (model.verify_files)."""
+    if source.registry is None or source.registry.get(RECORDED) != recorded:
+        have = None if source.registry is None else source.registry.get(RECORDED)
+        raise ModelArtifactMismatch(
+            f"{source.path.parent} was fetched for version {have} but the registry now records {recorded}; "
+            "refusing to start. Delete the folder and fetch again (housing-api fetch-model)"
+        )
+    verify_files(source.path, source.registry)
 
 
 @dataclass(frozen=True)
@@ -225,16 +273,38 @@ class Registry:
                 mv = self.client.get_model_version(ref.name, ref.version)
             else:
                 mv = self.client.get_model_version_by_alias(ref.name, str(ref.alias))
+            recorded = self._recorded_version(mv, ref)
             folder = store / ref.name / str(mv.version)
             if not (folder / PROVENANCE).is_file():
-                self._download(mv, folder)
+                self._download(mv, folder, recorded, ref)
         except MlflowException as exc:
             raise self._failure(exc, ref.uri) from exc
-        self._check_vouched(folder, str(mv.tags.get(SHA256_TAG, "")), ref)
+        # Again for a folder an earlier fetch left: the store is checked against the registry, not trusted.
+        source = ModelSource(folder / "model.joblib", read_provenance(folder, ref))
+        check_vouched(source, recorded)
         write_json(store / CURRENT, {"uri": ref.uri, "name": ref.name, "version": str(mv.version)})
-        return ModelSource(folder / "model.joblib", read_provenance(folder, ref))
+        return source
 
-    def _download(self, mv: Any, folder: Path) -> None:
+    @staticmethod
+    def _recorded_version(mv: Any, ref: RegistryRef) -> str:
+        """The model version the registry vouches for: the only thing fetched that the artifact store cannot change."""
+        recorded = str(mv.tags.get(VERSION_TAG, ""))
+        if recorded:
+            return recorded
+        pinned = f"{SCHEME}{mv.name}/{mv.version}"
+        named = ref.uri if ref.version else f"{ref.uri} ({pinned})"
+        if mv.tags.get(LEGACY_TAG):
+            raise ModelArtifactMismatch(
+                f"{named} was registered before housing-api 0.2: its {LEGACY_TAG} tag vouches for "
+                f"model.joblib only, not the forest file served; refusing to start. Re-register it: "
+                f'housing-api reregister {pinned} (docs/deployment.md, "Migrating registered versions")'
+            )
+        raise ModelArtifactMismatch(
+            f"{named} has no {VERSION_TAG} tag, so nothing vouches for its files; refusing to start. "
+            "Register models with `housing-api train --register`"
+        )
+
+    def _download(self, mv: Any, folder: Path, recorded: str, ref: RegistryRef) -> None:
         import mlflow.artifacts
 
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -243,15 +313,12 @@ class Registry:
             got = Path(
                 mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri)
             )
-            missing = [name for name in REQUIRED if not (got / name).is_file()]
-            if missing:
-                raise ModelArtifactMissing(
-                    f"models:/{mv.name}/{mv.version} has no {', '.join(missing)} at {source}; register models "
-                    "with `housing-api train --register`"
-                )
+            check_downloaded(got, f"{SCHEME}{mv.name}/{mv.version}", redact(source))
             provenance = {"name": mv.name, "version": str(mv.version), "run_id": str(mv.run_id or ""),
-                          "source": source, "tracking_uri": self.where}  # fmt: skip
+                          "source": redact(source), "tracking_uri": self.where, RECORDED: recorded}  # fmt: skip
             write_json(got / PROVENANCE, provenance)
+            # Refused before the rename: a folder that does not verify never enters the store.
+            check_vouched(ModelSource(got / "model.joblib", read_provenance(got, ref)), recorded)
             try:
                 # Versions are immutable, so a complete folder is reused by later starts. The rename
                 # makes it appear whole; a concurrent fetch of the same version may win the race.
@@ -260,36 +327,50 @@ class Registry:
                 if not (folder / PROVENANCE).is_file():
                     raise
 
-    @staticmethod
-    def _check_vouched(folder: Path, expected: str, ref: RegistryRef) -> None:
-        try:
-            version = str(json.loads((folder / "model.json").read_text())["version"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelArtifactMissing(
-                f"{ref.uri}: {folder / 'model.json'} is unreadable ({one_line(exc, 120)})"
-            ) from exc
-        if not expected:
-            raise ModelArtifactMismatch(
-                f"{ref.uri} has no {SHA256_TAG} tag, so nothing vouches for its files; register it with "
-                "`housing-api train --register`"
-            )
-        if version != expected:
-            raise ModelArtifactMismatch(
-                f"{ref.uri}: model.json in the artifact store names version {version} but the registry recorded "
-                f"{expected}; refusing to start. Re-register the model with `housing-api train --register`"
-            )
-
     # --- training side ---------------------------------------------------------------------------
+
+    def fetch_legacy(self, pinned: str, dst: Path) -> tuple[Path, dict[str, str], dict[str, float]]:
+        """A version registered before housing-api 0.2 (for `housing-api reregister`): its files in dst,
+        only if model.joblib is the one its LEGACY_TAG vouches for, and its run's params and metrics.
+        Its forest file and model.json are not vouched for: the caller rebuilds both from the joblib."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        ref = parse_ref(pinned)
+        if ref.version is None:
+            raise InvalidModelUri(f"{pinned}: name a version, models:/<name>/<version>, not an alias")
+        try:
+            mv = self.client.get_model_version(ref.name, ref.version)
+            run = self.client.get_run(mv.run_id) if mv.run_id else None
+            source = self.client.get_model_version_download_uri(mv.name, mv.version)
+            got = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
+                                                           tracking_uri=self.tracking_uri))  # fmt: skip
+        except MlflowException as exc:
+            raise self._failure(exc, pinned) from exc
+        if mv.tags.get(VERSION_TAG):
+            raise ModelArtifactMismatch(f"{pinned} already carries {VERSION_TAG}; serve it as it is")
+        legacy = str(mv.tags.get(LEGACY_TAG, ""))
+        joblib_file = got / "model.joblib"
+        actual = hashlib.sha256(joblib_file.read_bytes()).hexdigest() if joblib_file.is_file() else "none"
+        if not legacy or actual != legacy:
+            raise ModelArtifactMismatch(
+                f"{pinned}: model.joblib has sha256 {actual} but the registry's {LEGACY_TAG} is {legacy or 'unset'}; "
+                "refusing to re-register it. Retrain instead: housing-api train --register"
+            )
+        params = dict(run.data.params) if run else {}
+        metrics = {k: float(v) for k, v in run.data.metrics.items()} if run else {}
+        return joblib_file, params, metrics
 
     def register(
         self,
         files: Mapping[str, Path],
         *,
         name: str,
-        sha256: str,
+        model_version: str,
         params: Mapping[str, object],
         metrics: Mapping[str, float],
         experiment: str = "housing-api",
+        tags: Mapping[str, str] | None = None,
     ) -> Registered:
         """Log a run (params, metrics, the files under `model/`) and register it as a new version of `name`."""
         from mlflow.entities import Metric, Param
@@ -298,7 +379,8 @@ class Registry:
         try:
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-            run = self.client.create_run(experiment_id, tags={SHA256_TAG: sha256})
+            version_tags = {VERSION_TAG: model_version, **(tags or {})}
+            run = self.client.create_run(experiment_id, tags=version_tags)
             run_id = run.info.run_id
             now = int(run.info.start_time)
             self.client.log_batch(
@@ -318,7 +400,7 @@ class Registry:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
             mv = self.client.create_model_version(
-                name, f"{run.info.artifact_uri}/{ARTIFACT_DIR}", run_id, tags={SHA256_TAG: sha256}
+                name, f"{run.info.artifact_uri}/{ARTIFACT_DIR}", run_id, tags=version_tags
             )
         except MlflowException as exc:
             raise self._failure(exc, f"registering {name}") from exc

@@ -8,8 +8,9 @@ of Latitude and Longitude appended as columns; docs/model.md), then the regresso
 predict takes the 8 raw features like the service does.
 
 Beside model.joblib it writes model.forest.npz, the fast path's tables as plain arrays, so the service
-can start without scikit-learn; model.json records the sha256 of both. A re-run that produces the
-same model leaves model.json's created_at alone, so the tree stays clean.
+can start without scikit-learn; model.json records the sha256 of both, and the version is the digest
+of model.json's content (model.py). A re-run that produces the same model leaves model.json's
+created_at alone, so the tree stays clean and the version the same.
 
 `housing-api train --register` also logs the run to MLflow and registers a new version (registry.py).
 """
@@ -36,10 +37,10 @@ from sklearn.preprocessing import FunctionTransformer
 
 from housing_api import FEATURES
 from housing_api.coordinates import PAIRS, append_derived, derived_names
-from housing_api.errors import TrainingDataMissing
+from housing_api.errors import IncompatibleModel, TrainingDataMissing
 from housing_api.fastpath import FOREST_FORMAT, export_forest, save_forest
-from housing_api.model import forest_path, load_model, metadata_path, sha256_hex
-from housing_api.registry import Registered, Registry
+from housing_api.model import forest_path, load_model, manifest_digest, metadata_path, sha256_hex, unpickle
+from housing_api.registry import Registered, Registry, parse_ref
 
 SEED = 42
 TEST_SIZE = 0.2
@@ -149,11 +150,16 @@ def check_served_predictions(out: Path, X: np.ndarray[Any, Any], expected: np.nd
 
 def write_artifact(estimator: object, out: Path, details: dict[str, Any]) -> dict[str, Any]:
     """Write model.joblib, the forest file when the fast path covers the estimator, and the
-    model.json that vouches for them (version = sha256 of the joblib bytes)."""
+    model.json that vouches for them (model.py: version = the digest of model.json's content)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(estimator, out)
+    return write_metadata(out, estimator, details)
+
+
+def write_metadata(out: Path, estimator: object, details: dict[str, Any]) -> dict[str, Any]:
+    """The forest file from estimator, then model.json for it and the joblib already at out."""
     meta = {
-        "version": sha256_hex(out.read_bytes()),
+        "joblib_sha256": sha256_hex(out.read_bytes()),
         **write_forest(estimator, forest_path(out)),
         "sklearn_version": sklearn.__version__,
         "estimator": describe(estimator),
@@ -163,6 +169,8 @@ def write_artifact(estimator: object, out: Path, details: dict[str, Any]) -> dic
     meta["created_at"] = previous_created_at(metadata_path(out), meta) or time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()
     )
+    # The version covers created_at too; a re-run of the same model keeps it, so keeps the version.
+    meta = {"version": manifest_digest(meta), **meta}
     metadata_path(out).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -173,6 +181,7 @@ def previous_created_at(path: Path, meta: dict[str, Any]) -> str | None:
     try:
         previous = json.loads(path.read_text())
         created = previous.pop("created_at")
+        previous.pop("version", None)
     except (OSError, ValueError, KeyError, AttributeError):
         return None
     return str(created) if previous == meta else None
@@ -195,10 +204,47 @@ def register(registry: Registry, out: Path, result: TrainResult, name: str) -> R
     return registry.register(
         files,
         name=name,
-        sha256=meta["version"],
+        model_version=meta["version"],
         params=params,
         metrics={"holdout_r2": result.r2, "holdout_mae": result.mae},
     )
+
+
+MIGRATED_FROM_TAG = "housing_api.reregistered_from"
+"""Tag of a version `housing-api reregister` made: the version whose joblib it carries."""
+REBUILT = ("version", "joblib_sha256", "forest_sha256", "forest_format", "estimator", "features", "created_at")
+"""model.json's fields a re-registration recomputes from the verified joblib rather than copies."""
+
+
+def reregister(registry: Registry, pinned: str, workdir: Path) -> Registered:
+    """Register a version registered before housing-api 0.2 again, under the current scheme: its
+    joblib, verified against the registry's old tag; a forest file and model.json rebuilt from that
+    joblib (the old ones were vouched for by nothing); its run's params and metrics."""
+    joblib_file, params, metrics = registry.fetch_legacy(pinned, workdir / "fetched")
+    old = json.loads(joblib_file.with_name("model.json").read_text())
+    if old.get("sklearn_version") != sklearn.__version__:
+        raise IncompatibleModel(
+            f"{pinned} was written by scikit-learn {old.get('sklearn_version')} but {sklearn.__version__} is "
+            f"installed; re-register it with scikit-learn=={old.get('sklearn_version')}, or retrain"
+        )
+    out = workdir / "model" / "model.joblib"
+    out.parent.mkdir(parents=True)
+    out.write_bytes(joblib_file.read_bytes())
+    estimator = unpickle(out.read_bytes())  # the bytes just checked against the registry's tag
+    meta = write_metadata(out, estimator, {k: v for k, v in old.items() if k not in REBUILT})
+    X = np.random.default_rng(0).uniform(PLAUSIBLE_LOW, PLAUSIBLE_HIGH, size=(2000, len(FEATURES)))
+    check_served_predictions(out, X, np.asarray(estimator.predict(X), dtype=np.float64))
+    files = {"model.joblib": out, "model.json": metadata_path(out)}
+    if forest_path(out).is_file():
+        files["model.forest.npz"] = forest_path(out)
+    name = parse_ref(pinned).name
+    return registry.register(files, name=name, model_version=meta["version"], params=params, metrics=metrics,
+                             tags={MIGRATED_FROM_TAG: pinned})  # fmt: skip
+
+
+PLAUSIBLE_LOW = (0.5, 1, 1, 0.5, 10, 1, 33, -124)
+PLAUSIBLE_HIGH = (15, 52, 10, 2, 5000, 6, 42, -114)
+"""A box around the California data: where a re-registered model's two paths are compared."""
 
 
 def write_forest(estimator: object, path: Path) -> dict[str, Any]:
