@@ -50,7 +50,7 @@ TRAIN_ARGS ?=
 train: install  ## train into $(TRAIN_OUT)/ from SCIKIT_LEARN_DATA (TRAIN_OUT=model replaces the committed model)
 	$(BIN)/housing-api train --out $(TRAIN_OUT)/model.joblib $(TRAIN_ARGS)
 
-fresh-test:  ## the quickstart in a bare Debian 12 podman container: make run, the README's curl, make test (root)
+fresh-test:  ## the quickstart in a bare, privileged Debian 12 podman container (as a fresh VM's root): make run, the README's curl, make test with the image tests
 	bash scripts/fresh-test.sh
 
 clean:
