@@ -14,7 +14,9 @@ step "apt-get install make git ca-certificates python3 curl (what a newcomer add
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git ca-certificates python3 curl >/dev/null
 # The network's TLS proxy CA, in the system trust store as on a machine behind it (fresh-test.sh
-# mounts the host's bundle): pip, uv, curl and the image build's CA secret all read that store.
+# mounts the host's bundle): pip, uv (the Makefile sets UV_SYSTEM_CERTS), curl and the image
+# build's CA secret all read that store. update-ca-certificates warns that the bundle holds more
+# than one certificate (its hashed-directory link skips it); the bundle file it writes has them all.
 if [ -f /host-ca.crt ]; then
   cp /host-ca.crt /usr/local/share/ca-certificates/host-ca.crt
   update-ca-certificates >/dev/null
