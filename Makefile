@@ -8,6 +8,9 @@ PY          := $(BIN)/python
 # uv: on PATH, or in ~/.local/bin where scripts/install-deps.sh puts it. `=`, not `:=`: it is looked
 # up when a recipe runs (after `deps` may have installed it), not when make reads this file.
 UV           = $(or $(shell command -v uv 2>/dev/null),$(HOME)/.local/bin/uv)
+# uv trusts its own bundled roots unless told otherwise; behind a TLS-intercepting proxy whose CA is
+# in the system trust store (update-ca-certificates), only the system's store knows it. pip does.
+export UV_SYSTEM_CERTS ?= 1
 # Where `make run` listens: `make run HOST=0.0.0.0 PORT=8080`.
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
@@ -50,7 +53,7 @@ TRAIN_ARGS ?=
 train: install  ## train into $(TRAIN_OUT)/ from SCIKIT_LEARN_DATA (TRAIN_OUT=model replaces the committed model)
 	$(BIN)/housing-api train --out $(TRAIN_OUT)/model.joblib $(TRAIN_ARGS)
 
-fresh-test:  ## the quickstart in a bare Debian 12 podman container: make run, the README's curl, make test (root)
+fresh-test:  ## the quickstart in a bare, privileged Debian 12 podman container (as a fresh VM's root): make run, the README's curl, make test with the image tests
 	bash scripts/fresh-test.sh
 
 clean:

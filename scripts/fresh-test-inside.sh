@@ -6,13 +6,22 @@ step() { echo "=== fresh-test [$(date -u +%T)] $*"; }
 fail() { echo "=== fresh-test FAILED: $*"; exit 1; }
 
 # Debian's official container images ship this file: packages do not start their services during
-# apt-get install in a container (here one would bind the host's ports: the network is the host's).
+# apt-get install in a container (a redis-server started by apt would hold port 6379 all along).
 printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 chmod +x /usr/sbin/policy-rc.d
 
 step "apt-get install make git ca-certificates python3 curl (what a newcomer adds to a bare Debian 12)"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make git ca-certificates python3 curl >/dev/null
+# The network's TLS proxy CA, in the system trust store as on a machine behind it (fresh-test.sh
+# mounts the host's bundle): pip, uv (the Makefile sets UV_SYSTEM_CERTS), curl and the image
+# build's CA secret all read that store. update-ca-certificates warns that the bundle holds more
+# than one certificate (its hashed-directory link skips it); the bundle file it writes has them all.
+if [ -f /host-ca.crt ]; then
+  cp /host-ca.crt /usr/local/share/ca-certificates/host-ca.crt
+  update-ca-certificates >/dev/null
+  step "the host's CA bundle is in the trust store (update-ca-certificates)"
+fi
 git -c advice.detachedHead=false clone -q /fresh/repo.bundle /root/housing-api
 cd /root/housing-api
 step "cloned $(git rev-parse --short HEAD) into $PWD; python3 is $(python3 --version); pip: $(python3 -m pip --version 2>&1 | head -c 60)"

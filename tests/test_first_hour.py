@@ -203,3 +203,20 @@ def test_fresh_test_allows_only_the_skips_the_readme_lists(tmp_path: Path) -> No
     result = check_skips(tmp_path, junit(allowed, passed, ("tests.test_deploy_k8s", "test_renders", "no kubectl")))
     assert result.returncode == 1
     assert "tests.test_deploy_k8s.test_renders: no kubectl" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "skipped",
+    [
+        ("tests.test_image", "test_healthcheck_passes"),
+        ("tests.test_deploy_k8s", "test_manifests_match_the_built_image[base]"),
+        ("tests.test_deploy_k8s", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
+    ],
+)
+def test_fresh_test_fails_when_an_image_test_skips(tmp_path: Path, skipped: tuple[str, str]) -> None:
+    # make fresh-test's container is privileged, as a fresh VM's root: podman runs there, so nothing that
+    # needs the image may skip (the README's answer for an unprivileged container sits outside the list).
+    why = "debian-base: cannot run podman here: a container does not start"
+    result = check_skips(tmp_path, junit((*skipped, why)))
+    assert result.returncode == 1, result.stdout
+    assert f"{'.'.join(skipped)}: {why}" in result.stdout
