@@ -313,5 +313,9 @@ _C_PACKED = (str, bytes, int)
 
 
 def _scripting_refused(exc: BaseException) -> bool:
-    """EVALSHA not allowed here (ACL) or not a command here (renamed, or a proxy without it)."""
-    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+    """EVALSHA not allowed here (ACL) or not a command here (renamed, or a proxy without it). An ACL
+    that refuses the keys (NOPERM "... access one of the keys") refuses a pipeline's SETs as well."""
+    message = str(exc).lower()
+    if isinstance(exc, NoPermissionError):
+        return "'evalsha'" in message or "'script" in message
+    return "unknown command" in message
