@@ -45,16 +45,22 @@ COUNTERS = {
     "housing_api_redis_write_dropped_total": "",
     MODEL_ROWS: "",
 }
-_SAMPLE = re.compile(r'^(\w+)(?:\{(\w+)="([^"]*)"\})? ([0-9.e+-]+)$', re.M)
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? ([0-9.e+-]+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 Counters = dict[str, dict[str, float]]
 
 
 def parse_counters(metrics_text: str) -> Counters:
-    """COUNTERS by label value, from a Prometheus text exposition (absent series count as 0)."""
+    """COUNTERS by label value, from a Prometheus text exposition (absent series count as 0); a
+    counter with more labels than the one named (redis errors: op and reason) is summed over them."""
     found: Counters = {name: {} for name in COUNTERS}
-    for name, label, value, number in _SAMPLE.findall(metrics_text):
-        if COUNTERS.get(name) == label:
-            found[name][value] = float(number)
+    for name, labels, number in _SAMPLE.findall(metrics_text):
+        if name not in COUNTERS:
+            continue
+        value = dict(_LABEL.findall(labels)).get(COUNTERS[name], "") if COUNTERS[name] else ""
+        if COUNTERS[name] and not labels:
+            continue
+        found[name][value] = found[name].get(value, 0.0) + float(number)
     for source in SOURCES:
         found["housing_api_rows_served_total"].setdefault(source, 0.0)
     found[MODEL_ROWS].setdefault("", 0.0)

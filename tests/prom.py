@@ -57,7 +57,7 @@ EXPORTED_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "housing_api_rows_served_total": ("counter", frozenset({"source"})),
     "housing_api_model_inference_seconds": ("histogram", frozenset()),
     "housing_api_model_batch_rows": ("histogram", frozenset()),
-    "housing_api_redis_errors_total": ("counter", frozenset({"op"})),
+    "housing_api_redis_errors_total": ("counter", frozenset({"op", "reason"})),
     "housing_api_queue_rows": ("gauge", frozenset({"stage"})),
     "housing_api_memory_cache_rows": ("gauge", frozenset()),
     "housing_api_inflight_requests": ("gauge", frozenset()),

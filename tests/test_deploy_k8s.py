@@ -316,9 +316,19 @@ PrometheusRule:
           labels: labels
           annotations: labels
 """)
-CRD_SHAPES = {"networking.istio.io": ISTIO_SHAPES, "monitoring.coreos.com": MONITORING_SHAPES}
+ISTIO_SECURITY_SHAPES = yaml.safe_load("""
+PeerAuthentication:
+  selector: {matchLabels!: labels}
+  mtls!: {mode!: STRICT|PERMISSIVE|DISABLE}
+""")
+CRD_SHAPES = {
+    "networking.istio.io": ISTIO_SHAPES,
+    "security.istio.io": ISTIO_SECURITY_SHAPES,
+    "monitoring.coreos.com": MONITORING_SHAPES,
+}
 CRD_VERSIONS = {
     "networking.istio.io": ["networking.istio.io/v1beta1", "networking.istio.io/v1"],
+    "security.istio.io": ["security.istio.io/v1beta1", "security.istio.io/v1"],
     "monitoring.coreos.com": ["monitoring.coreos.com/v1"],
 }
 LEAF_SCHEMAS: dict[str, Obj] = {
@@ -1087,6 +1097,188 @@ def _mlflow_ca_problems(objs: list[Obj], deployment: Obj, fetch: Obj) -> list[st
     return [f"fetch-model's MLFLOW_TRACKING_SERVER_CERT_PATH {cert} is on no mounted volume"]
 
 
+# --- Redis credentials, transport and the API's NetworkPolicy (issue 21 #10) -----------------------
+REDIS_SECRET = "housing-api-redis-auth"
+"""The Secret both the API and Redis read; dev renders a placeholder one, base and prod expect it to
+exist in the cluster (docs/deployment.md, "Redis credentials")."""
+REDIS_SECRET_KEYS = ("username", "password", "users.acl")
+GATEWAY_PEER = ({"kubernetes.io/metadata.name": "istio-system"}, {"istio": "ingressgateway"})
+PROMETHEUS_PEER = ({"kubernetes.io/metadata.name": "monitoring"}, {"app.kubernetes.io/name": "prometheus"})
+DNS_PEER = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
+ISTIOD_PEER = ({"kubernetes.io/metadata.name": "istio-system"}, {"app": "istiod"})
+COMMAND_SECRET_FLAGS = ("--requirepass", "requirepass", "--pass", "-a", "auth", "rediscli_auth")
+
+
+def _secret_values(objs: list[Obj]) -> set[str]:
+    import base64
+
+    values = set()
+    for secret in of_kind(objs, "Secret"):
+        # Not the user name: it is no secret, and it names things (the API's own Service) too.
+        data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+        values |= {v for k, v in {**data, **secret.get("stringData", {})}.items() if k != "username"}
+    return {v for v in values if len(v) >= 8}
+
+
+def _secret_name(objs: list[Obj], reference: str) -> str:
+    """The Secret a reference resolves to: a rendered (possibly hash-suffixed) one, else the name."""
+    return next((reference for s in of_kind(objs, "Secret") if s["metadata"]["name"] == reference), reference)
+
+
+def check_no_secret_in_config_or_command(objs: list[Obj]) -> list[str]:
+    """No password in a ConfigMap, a command line, an env value or a URL: only in Secrets."""
+    problems = []
+    secrets = _secret_values(objs)
+    for cm in of_kind(objs, "ConfigMap"):
+        for key, value in cm.get("data", {}).items():
+            if "PASSWORD" in key.upper() or any(s in str(value) for s in secrets):
+                problems.append(f"{ref(cm)} holds a password in {key}")
+            if "://" in str(value) and urlsplit(str(value)).password:
+                problems.append(f"{ref(cm)} {key} is a URL with a password")
+    for workload in workloads(objs):
+        for name, container in all_containers(workload):
+            words = [str(w) for w in container.get("command", []) + container.get("args", [])]
+            tokens = {t.lower() for w in words for t in re.split(r"[\s=\"']+", w)}
+            if flags := sorted(tokens & set(COMMAND_SECRET_FLAGS)) or any(s in w for s in secrets for w in words):
+                problems.append(f"{ref(workload)} {name}: a password on the command line ({flags})")
+            for env in container.get("env", []):
+                if "PASSWORD" in env["name"] and not env["name"].endswith("_FILE") and "value" in env:
+                    problems.append(f"{ref(workload)} {name}: {env['name']} is a plain value, not a secretKeyRef")
+    return problems
+
+
+def check_redis_auth(objs: list[Obj]) -> list[str]:
+    """The API authenticates to Redis as the Secret's user with its password file, and Redis loads its
+    ACL from the same Secret; the Secret is rendered (dev) or the one expected in the cluster."""
+    deployment = api_deployment(objs)
+    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    if deployment is None or redis is None:
+        return ["no API or Redis Deployment"]
+    problems = []
+    rendered = {s["metadata"]["name"] for s in of_kind(objs, "Secret")}
+    expected = {n for n in rendered if n.startswith(REDIS_SECRET)} or {REDIS_SECRET}
+    api = pod_spec(deployment)["containers"][0]
+    user = next((e for e in api.get("env", []) if e["name"] == "REDIS_USERNAME"), {})
+    if user.get("valueFrom", {}).get("secretKeyRef", {}).get("name") not in expected:
+        problems.append(f"REDIS_USERNAME is not a secretKeyRef to {sorted(expected)}")
+    password_file = next((e.get("value", "") for e in api.get("env", []) if e["name"] == "REDIS_PASSWORD_FILE"), "")
+
+    def secret_mount(workload: Obj, container: Obj, path: str, key: str) -> bool:
+        volumes = {v["name"]: v.get("secret", {}) for v in pod_spec(workload).get("volumes", [])}
+        for mount in container.get("volumeMounts", []):
+            secret = volumes.get(mount["name"], {})
+            if secret.get("secretName") in expected and path.startswith(mount["mountPath"].rstrip("/") + "/"):
+                items = {i["path"]: i["key"] for i in secret.get("items", [])} or {key: key}
+                if items.get(path[len(mount["mountPath"].rstrip("/")) + 1 :]) == key:
+                    return True
+        return False
+
+    if not password_file or not secret_mount(deployment, api, password_file, "password"):
+        problems.append(
+            f"REDIS_PASSWORD_FILE {password_file!r} is not the key password of a mounted {sorted(expected)}"
+        )
+    container = pod_spec(redis)["containers"][0]
+    aclfile = flag_values(container.get("command", [])[1:] + container.get("args", [])).get("--aclfile", "")
+    if not aclfile or not secret_mount(redis, container, aclfile, "users.acl"):
+        problems.append(f"Redis --aclfile {aclfile!r} is not the key users.acl of a mounted {sorted(expected)}")
+    for secret in of_kind(objs, "Secret"):
+        if secret["metadata"]["name"] in expected and set(secret.get("data", {})) != set(REDIS_SECRET_KEYS):
+            problems.append(f"{ref(secret)} has keys {sorted(secret.get('data', {}))}, not {REDIS_SECRET_KEYS}")
+    return problems
+
+
+def _peers(rule: Obj, side: str) -> list[tuple[dict[str, str], dict[str, str]]]:
+    return [
+        (match_labels(p.get("namespaceSelector", {})), match_labels(p.get("podSelector", {})))
+        for p in rule.get(side, [])
+    ]
+
+
+def check_api_network_policy(objs: list[Obj]) -> list[str]:
+    """A NetworkPolicy selects the API pods: in from the Istio gateway and Prometheus only, out to
+    Redis and DNS (and, in prod, istiod and the MLflow registry) only."""
+    deployment = api_deployment(objs)
+    if deployment is None:
+        return [f"no Deployment/{API}"]
+    policies = [
+        p for p in of_kind(objs, "NetworkPolicy")
+        if namespace_of(p) == namespace_of(deployment)
+        and selects(match_labels(p["spec"]["podSelector"]), pod_labels(deployment))
+    ]  # fmt: skip
+    if len(policies) != 1:
+        return [f"expected one NetworkPolicy selecting the API pods, found {[ref(p) for p in policies]}"]
+    spec = policies[0]["spec"]
+    problems = (
+        [] if set(spec.get("policyTypes", [])) == {"Ingress", "Egress"} else ["policyTypes is not Ingress and Egress"]
+    )
+    ingress = [peer for rule in spec.get("ingress", []) for peer in _peers(rule, "from")]
+    if any(not rule.get("from") for rule in spec.get("ingress", [])) or set(map(str, ingress)) != {
+        str(GATEWAY_PEER),
+        str(PROMETHEUS_PEER),
+    }:
+        problems.append(f"ingress admits {ingress}, not only the Istio gateway and Prometheus")
+    egress = spec.get("egress", [])
+    if any(not rule.get("to") for rule in egress):
+        problems.append("an egress rule without `to` allows every destination")
+    redis = [w for w in workloads(objs) if w["metadata"]["name"] == REDIS]
+    allowed = {str(p) for rule in egress for p in _peers(rule, "to")}
+    wanted = [DNS_PEER] + [({}, match_labels(w["spec"]["selector"])) for w in redis]
+    if _istio_injected(objs, namespace_of(deployment)):
+        wanted.append(ISTIOD_PEER)
+    mlflow = config_value(objs, deployment, pod_spec(deployment)["containers"][0], "MLFLOW_TRACKING_URI")
+    if mlflow:
+        host = urlsplit(mlflow).hostname or ""
+        wanted.append(({"kubernetes.io/metadata.name": host.split(".")[1]}, {}) if host.count(".") else ({}, {}))
+    problems += [f"egress does not allow {peer}" for peer in wanted if str(peer) not in allowed]
+    if extra := allowed - {str(p) for p in wanted}:
+        problems.append(f"egress allows more than Redis, DNS, istiod and the registry: {sorted(extra)}")
+    return problems
+
+
+def check_redis_transport(objs: list[Obj]) -> list[str]:
+    """Prod: the API's Redis traffic is Istio mTLS: not excluded from the sidecar, Redis has a sidecar,
+    and a STRICT PeerAuthentication refuses plaintext at the Redis pods."""
+    deployment = api_deployment(objs)
+    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    if deployment is None or redis is None:
+        return ["no API or Redis Deployment"]
+    problems = []
+    excluded = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    if "6379" in excluded.get("traffic.sidecar.istio.io/excludeOutboundPorts", "").split(","):
+        problems.append("port 6379 is excluded from the API's sidecar: Redis traffic is plaintext")
+    meta = redis["spec"]["template"]["metadata"]
+    if "false" in (
+        meta.get("labels", {}).get("sidecar.istio.io/inject"),
+        meta.get("annotations", {}).get("sidecar.istio.io/inject"),
+    ):
+        problems.append("the Redis pods have no sidecar: no mTLS to Redis")
+    strict = [
+        p for p in of_kind(objs, "PeerAuthentication")
+        if p["spec"].get("mtls", {}).get("mode") == "STRICT"
+        and selects(match_labels(p["spec"].get("selector", {})), pod_labels(redis))
+    ]  # fmt: skip
+    if not strict:
+        problems.append("no STRICT PeerAuthentication selects the Redis pods")
+    return problems
+
+
+def check_dev_redis_secret(objs: list[Obj]) -> list[str]:
+    """Dev's placeholder Secret: its ACL turns the default user off and gives the Secret's user the
+    Secret's password."""
+    import base64
+
+    secret = next((s for s in of_kind(objs, "Secret") if s["metadata"]["name"].startswith(REDIS_SECRET)), None)
+    if secret is None:
+        return [f"dev renders no {REDIS_SECRET}"]
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    lines = [line.split() for line in data.get("users.acl", "").splitlines() if line.strip()]
+    problems = [] if ["user", "default", "off"] in lines else ["users.acl does not turn the default user off"]
+    user = next((line for line in lines if line[:2] == ["user", data.get("username")]), [])
+    if ">" + data.get("password", "") not in user:
+        problems.append("users.acl does not give the Secret's user the Secret's password")
+    return problems
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -1100,6 +1292,9 @@ COMMON_CHECKS: list[Check] = [
     check_redis_is_a_cache,
     check_graceful_shutdown,
     check_labels,
+    check_no_secret_in_config_or_command,
+    check_redis_auth,
+    check_api_network_policy,
 ]
 PROD_CHECKS: list[Check] = [
     check_prod_images,
@@ -1116,6 +1311,7 @@ PROD_CHECKS: list[Check] = [
     check_prometheus_rule,
     check_prod_model,
     check_connection_bounds,
+    check_redis_transport,
 ]
 
 
@@ -1152,6 +1348,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "prometheus_rule",
         "prod_model",
         "connection_bounds",
+        "redis_transport",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1164,6 +1361,20 @@ def test_base_hpa_targets_the_api_deployment(rendered: dict[str, list[Obj]]) -> 
 
 def test_dev_is_a_single_local_replica_without_istio(dev: list[Obj]) -> None:
     assert check_dev(dev) == []
+
+
+def test_dev_brings_a_placeholder_redis_secret_and_prod_none(dev: list[Obj], prod: list[Obj]) -> None:
+    assert check_dev_redis_secret(dev) == []
+    assert not of_kind(prod, "Secret")  # a real password is never in git
+
+
+def test_the_dev_secret_check_notices_an_acl_that_disagrees(dev: list[Obj]) -> None:
+    import base64
+
+    broken = copy.deepcopy(dev)
+    secret = of_kind(broken, "Secret")[0]
+    secret["data"]["password"] = base64.b64encode(b"another-password").decode()
+    assert check_dev_redis_secret(broken) == ["users.acl does not give the Secret's user the Secret's password"]
 
 
 def test_every_render_has_the_expected_objects(rendered: dict[str, list[Obj]]) -> None:
@@ -1291,6 +1502,88 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         check_prod_model,
         lambda o: _fetch_model(o)["volumeMounts"].pop(),
         "is on no mounted volume",
+    ),
+    (
+        "redis-password-in-configmap",
+        check_no_secret_in_config_or_command,
+        lambda o: _config(o).__setitem__("REDIS_URL", "redis://:hunter2hunter2@housing-api-redis:6379/0"),
+        "a URL with a password",
+    ),
+    (
+        "redis-password-on-command-line",
+        check_no_secret_in_config_or_command,
+        lambda o: _redis_container(o)["args"].extend(["--requirepass", "hunter2hunter2"]),
+        "a password on the command line",
+    ),
+    (
+        "redis-password-as-env-value",
+        check_no_secret_in_config_or_command,
+        lambda o: _api_container(o)["env"].append({"name": "REDIS_PASSWORD", "value": "hunter2hunter2"}),
+        "a plain value",
+    ),
+    (
+        "redis-user-from-another-secret",
+        check_redis_auth,
+        lambda o: _api_container(o)["env"][0]["valueFrom"]["secretKeyRef"].__setitem__("name", "other"),
+        "REDIS_USERNAME is not a secretKeyRef",
+    ),
+    (
+        "redis-password-file-not-mounted",
+        check_redis_auth,
+        lambda o: _api_container(o)["env"][1].__setitem__("value", "/etc/redis-password"),
+        "REDIS_PASSWORD_FILE",
+    ),
+    (
+        "redis-without-acl",
+        check_redis_auth,
+        lambda o: _set_flag(o, "--aclfile", "/data/users.acl"),
+        "--aclfile",
+    ),
+    (
+        "api-netpol-selects-nothing",
+        check_api_network_policy,
+        lambda o: _named(o, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"].__setitem__(
+            "app.kubernetes.io/component", "web"
+        ),
+        "expected one NetworkPolicy selecting the API pods",
+    ),
+    (
+        "api-netpol-open-ingress",
+        check_api_network_policy,
+        lambda o: _named(o, "NetworkPolicy")["spec"]["ingress"].append({"ports": [{"port": 8000}]}),
+        "ingress admits",
+    ),
+    (
+        "api-netpol-open-egress",
+        check_api_network_policy,
+        lambda o: _named(o, "NetworkPolicy")["spec"]["egress"].append({"ports": [{"port": 443}]}),
+        "without `to`",
+    ),
+    (
+        "api-netpol-no-dns",
+        check_api_network_policy,
+        lambda o: _named(o, "NetworkPolicy")["spec"]["egress"].pop(1),
+        "egress does not allow",
+    ),
+    (
+        "redis-excluded-from-mesh",
+        check_redis_transport,
+        lambda o: _api_annotations(o).__setitem__("traffic.sidecar.istio.io/excludeOutboundPorts", "6379,5000"),
+        "6379 is excluded",
+    ),
+    (
+        "redis-without-sidecar",
+        check_redis_transport,
+        lambda o: _named(o, "Deployment", REDIS)["spec"]["template"]["metadata"]["labels"].__setitem__(
+            "sidecar.istio.io/inject", "false"
+        ),
+        "no sidecar",
+    ),
+    (
+        "redis-plaintext-allowed",
+        check_redis_transport,
+        lambda o: _named(o, "PeerAuthentication", REDIS)["spec"]["mtls"].__setitem__("mode", "PERMISSIVE"),
+        "no STRICT PeerAuthentication",
     ),
     ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
     (
@@ -1506,7 +1799,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "init-container-root",
         check_container_security,
         lambda o: pod_spec(_api(o))["initContainers"][0]["securityContext"].__setitem__("runAsUser", 0),
-        "initContainer wait-for-redis: runAsUser is 0",
+        "initContainer fetch-model: runAsUser is 0",  # prod's first (wait-for-redis is dev and base only)
     ),
     (
         "init-container-escalation",

@@ -244,7 +244,8 @@ METRICS = """\
 housing_api_rows_served_total{source="memory"} 90.0
 housing_api_rows_served_total{source="redis"} 0.0
 housing_api_rows_served_total{source="model"} 110.0
-housing_api_redis_errors_total{op="set"} 2.0
+housing_api_redis_errors_total{op="set",reason="readonly"} 2.0
+housing_api_redis_errors_total{op="set",reason="timeout"} 1.0
 http_requests_total{handler="/predict",method="POST",status="2xx"} 7.0
 """
 
@@ -252,7 +253,7 @@ http_requests_total{handler="/predict",method="POST",status="2xx"} 7.0
 def test_counters_are_parsed_by_label() -> None:
     counters = parse_counters(METRICS)
     assert counters["housing_api_rows_served_total"] == {"memory": 90.0, "redis": 0.0, "model": 110.0}
-    assert counters["housing_api_redis_errors_total"] == {"set": 2.0}
+    assert counters["housing_api_redis_errors_total"] == {"set": 3.0}  # summed over reasons
     assert counters["housing_api_rejected_requests_total"] == {}
 
 

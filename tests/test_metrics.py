@@ -42,7 +42,7 @@ def test_every_label_value_exists_before_the_first_event() -> None:
     for tier, outcome in [("memory", "hit"), ("redis", "error"), ("http", "miss")]:
         assert ("housing_api_cache_lookups_total", (("outcome", outcome), ("tier", tier))) in values
     for op in ("ping", "get", "set"):
-        assert ("housing_api_redis_errors_total", (("op", op),)) in values
+        assert ("housing_api_redis_errors_total", (("op", op), ("reason", "unreachable"))) in values
     for reason in ("inflight_full", "queue_full"):
         assert ("housing_api_rejected_requests_total", (("reason", reason),)) in values
 

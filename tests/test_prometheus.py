@@ -77,7 +77,10 @@ EXPECTED: dict[tuple[str, str], tuple[Labels, dict[str, set[str]]]] = {
         frozenset({"reason"}),
         {"reason": {"inflight_full", "queue_full"}},
     ),
-    ("Redis errors and dropped writes per second", "A"): (frozenset({"op"}), {"op": {"ping", "get", "set"}}),
+    ("Redis errors and dropped writes per second", "A"): (
+        frozenset({"op", "reason"}),
+        {"op": {"ping", "get", "set"}, "reason": {"unreachable", "readonly", "oom", "noauth", "wrongtype"}},
+    ),
     ("Redis errors and dropped writes per second", "B"): (frozenset(), ANY),
     ("Pods serving without Redis", "A"): (frozenset(), ANY),
     ("Pods per model version", "A"): (frozenset({"version"}), ANY),

@@ -151,7 +151,7 @@ def test_a_slow_write_is_not_an_outage(redis_server: RedisServer) -> None:
         )
         assert c.post("/predict", json=[{**ROW, "MedInc": 3.3}]).status_code == 200
         # The write-behind times out while writes are paused ...
-        assert wait_until(lambda: metric(c.app, "housing_api_redis_errors_total", op="set") >= 1, 10)
+        assert wait_until(lambda: metric(c.app, "housing_api_redis_errors_total", op="set", reason="timeout") >= 1, 10)
         # ... and Redis stays in use for reads.
         assert not resolver.redis.degraded and metric(c.app, "housing_api_redis_up") == 1
 

@@ -377,19 +377,20 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
     async def readyz(request: Request) -> dict[str, str]:
         """Ready once the model is loaded and every background stage runs (503 while one is down
-        and being restarted). A Redis outage is reported (cache: degraded) but does not make the
-        pod unready: the cache is optional and the model still answers."""
+        and being restarted). A Redis outage (cache: degraded) or a Redis that refuses writes
+        (cache: readonly or full) is reported, with its reason in cache_reason, but does not make
+        the pod unready: the cache is optional and the model still answers."""
         service = get_service(request)
         if down := service.resolver.stages_down():
             raise NotReady(f"stage {', '.join(down)} down, restarting")
         redis = service.resolver.redis
         if redis is None:
-            cache_state = "disabled"
-        else:
-            if redis.degraded and redis.usable():
-                await redis.ping()
-            cache_state = "degraded" if redis.degraded else "ok"
-        return {"status": "ready", "model_version": service.model.version, "cache": cache_state}
+            return {"status": "ready", "model_version": service.model.version, "cache": "disabled"}
+        if redis.degraded and redis.usable():
+            await redis.ping()
+        cache_state, reason = redis.state()
+        body = {"status": "ready", "model_version": service.model.version, "cache": cache_state}
+        return body if reason is None else {**body, "cache_reason": reason}
 
     @router.get(
         "/model",

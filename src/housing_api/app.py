@@ -17,7 +17,7 @@ from housing_api import FEATURES, __version__
 from housing_api.api import BodyBudget, HangUps, answer_head_like_get, build_router, install_error_handlers
 from housing_api.batching import Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
-from housing_api.config import Settings
+from housing_api.config import Settings, redact_url
 from housing_api.docs_ui import mount_docs
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
 from housing_api.http_metrics import instrument
@@ -124,9 +124,13 @@ async def _start(
             settings.cache_ttl_seconds,
             settings.redis_retry_interval_s,
             metrics,
+            connection=settings.redis_connection(),
         )
         if not await redis.ping():
-            log.warning("Redis is not reachable at startup; starting degraded (model + in-process tier)")
+            log.warning(
+                "Redis at %s is not reachable at startup; starting degraded (model + in-process tier)",
+                redact_url(settings.redis_url),
+            )
     memory: MemoryTier[Row, float] = MemoryTier(settings.memory_cache_rows)
     resolver = Resolver(
         model, memory, redis, key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING), metrics,

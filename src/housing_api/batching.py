@@ -29,6 +29,7 @@ from housing_api.inflight import InFlight, Pending, Source, Ticket
 from housing_api.keys import Row, row_digest, rows_matrix
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import Model
+from housing_api.redis_faults import classify
 from housing_api.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -301,4 +302,6 @@ class Resolver:
             await self.redis.set_many(batch)
 
     def _write_failed(self, batch: list[tuple[str, bytes]], exc: BaseException) -> None:
-        self.metrics.redis_errors.labels("set").inc()  # best effort: the rows are answered already
+        # Best effort: the rows are answered already. (set_many counts its own failures; this is the
+        # stage's bound or an exception around it.)
+        self.metrics.redis_errors.labels("set", classify(exc)).inc()

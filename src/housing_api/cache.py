@@ -1,8 +1,10 @@
 """The cache tiers: a bounded in-process LRU and Redis.
 
-A Redis failure is a miss, never an error for the client: it is counted, logged once per outage
-(not once per request), and Redis is skipped for REDIS_RETRY_INTERVAL_S before it is tried again,
-so a dead Redis costs one timeout per interval rather than one per request.
+A Redis failure is a miss, never an error for the client: it is counted by reason, logged once per
+outage or burst (not once per request), and only an outage (unreachable, timing out, refusing our
+credentials) makes Redis skipped for REDIS_RETRY_INTERVAL_S before it is tried again, so a dead
+Redis costs one timeout per interval rather than one per request. A Redis that answers with an
+error (READONLY, OOM, WRONGTYPE, ...) stays in use: redis_faults.py says which is which.
 """
 
 from __future__ import annotations
@@ -13,21 +15,24 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
+from housing_api.config import redact_urls
 from housing_api.metrics import ServiceMetrics
 from housing_api.redis_channel import Channel
+from housing_api.redis_faults import OUTAGES, TIMEOUT, WRITES_REFUSED, BurstLog, classify
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
 """Bound of one write-behind round trip (off the request path)."""
+REFUSED_HOLD_S = 60.0
+"""How long a refused write (READONLY, OOM) keeps /readyz saying so without another refusal."""
 SET_EX_SCRIPT = """
 for i, key in ipairs(KEYS) do
   redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
@@ -102,8 +107,9 @@ class RedisTier:
     """The shared tier. get_many/set_many never raise: failures become misses."""
 
     def __init__(
-        self, url: str, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics
-    ) -> None:
+        self, url: str, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics,
+        connection: Mapping[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.retry_interval_s = retry_interval_s
@@ -119,11 +125,17 @@ class RedisTier:
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,
+            # Credentials and TLS from their own settings (config.Settings.redis_connection), never the URL.
+            **(connection or {}),
         )
         pool = self.client.connection_pool
         pool.connection_class = with_c_packing(pool.connection_class)
         self._down_until = 0.0
         self._degraded = False
+        self._down_reason: str | None = None
+        self._refused: str | None = None
+        self._refused_at = 0.0
+        self._burst = BurstLog(log)
         # The lookup and write-behind stages each send one command per micro-batch on a connection
         # of their own (redis_channel.py); anything else goes through the client's pool.
         self._reads = Channel(self.client)
@@ -138,13 +150,21 @@ class RedisTier:
         """False while backing off after a failure."""
         return not self._degraded or time.monotonic() >= self._down_until
 
+    def state(self) -> tuple[str, str | None]:
+        """(what /readyz calls the cache, the reason label): ok; degraded (an outage: unreachable,
+        timeout, noauth); readonly or full (writes refused in the last REFUSED_HOLD_S, reads work)."""
+        if self._degraded:
+            return "degraded", self._down_reason
+        if self._refused is not None and time.monotonic() - self._refused_at < REFUSED_HOLD_S:
+            return WRITES_REFUSED[self._refused], self._refused
+        return "ok", None
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.client.ping()
-        except Exception as exc:  # any failure means "not reachable now"
-            self._failed("ping", exc)
-            return False
+        except Exception as exc:
+            return not self._failed("ping", exc)
         self._succeeded()
         return True
 
@@ -168,18 +188,12 @@ class RedisTier:
         try:
             async with asyncio.timeout(self.write_timeout_s):
                 await self._set_ex(items, ttl_s or self.ttl_s)
-        except TimeoutError:
-            # Checked first: asyncio's TimeoutError is an OSError. A slow write (Redis busy, or
-            # pausing writes during a failover) is not an outage: count it, keep reading from Redis.
-            self.metrics.redis_errors.labels("set").inc()
+        except Exception as exc:
+            # A slow write (Redis busy, or pausing writes during a failover) is not an outage: it is
+            # counted and Redis stays in use for reads. A refused one (READONLY, OOM) is said.
+            self._failed("set", exc, timeout_is_outage=False)
             return False
-        except (ConnectionError, OSError, RedisConnectionError) as exc:
-            self._failed("set", exc)
-            return False
-        except Exception:
-            # Likewise for redis-py's own TimeoutError and server errors: not an outage.
-            self.metrics.redis_errors.labels("set").inc()
-            return False
+        self._refused = None
         self._succeeded()
         return True
 
@@ -217,9 +231,14 @@ class RedisTier:
                 async with self.client.pipeline(transaction=False) as pipe:
                     pipe.ttl(key)
                     pipe.get(key)
-                    ttl, value = await pipe.execute()
+                    # A WRONGTYPE reply (another type under this key) comes back as a value, not
+                    # raised: it is a miss, and the response's write-behind SET replaces the key.
+                    ttl, value = await pipe.execute(raise_on_error=False)
         except Exception as exc:
             self._failed("get", exc)
+            return 0, None
+        if isinstance(value, Exception) or isinstance(ttl, Exception):
+            self._failed("get", value if isinstance(value, Exception) else ttl)
             return 0, None
         self._succeeded()
         return max(int(ttl), 0), value
@@ -229,20 +248,41 @@ class RedisTier:
         await self._writes.close()
         await self.client.aclose()
 
-    def _failed(self, op: str, exc: BaseException) -> None:
-        self.metrics.redis_errors.labels(op).inc()
+    def _failed(self, op: str, exc: BaseException, *, timeout_is_outage: bool = True) -> bool:
+        """Count and say the failure by its reason; True when it is an outage (Redis out of use)."""
+        reason = classify(exc)
+        self.metrics.redis_errors.labels(op, reason).inc()
+        if reason in OUTAGES and (reason != TIMEOUT or timeout_is_outage):
+            self._outage(reason, exc)
+            return True
+        if reason in WRITES_REFUSED and op == "set":
+            self._refused, self._refused_at = reason, time.monotonic()
+            self._burst.warning(
+                reason, "Redis refuses writes (%s: %s); the shared cache tier is not filling, reads go on",
+                reason, redact_urls(str(exc)),
+            )  # fmt: skip
+        else:
+            message = redact_urls(str(exc))
+            self._burst.warning(reason, "Redis %s failed (%s: %s); treated as a miss", op, reason, message)
+        if reason != TIMEOUT:
+            self._succeeded()  # it answered: reachable, whatever it said
+        return False
+
+    def _outage(self, reason: str, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.retry_interval_s
+        self._down_reason = reason
         if not self._degraded:
             self._degraded = True
             self.metrics.redis_up.set(0)
             log.warning(
-                "Redis unavailable (%s: %s); serving from the model and the in-process tier, "
-                "retrying every %.1fs", type(exc).__name__, exc, self.retry_interval_s,
+                "Redis unavailable (%s, %s: %s); serving from the model and the in-process tier, "
+                "retrying every %.1fs", reason, type(exc).__name__, redact_urls(str(exc)), self.retry_interval_s,
             )  # fmt: skip
 
     def _succeeded(self) -> None:
         if self._degraded:
             self._degraded = False
+            self._down_reason = None
             log.warning("Redis reachable again; the shared cache tier is back in use")
         self.metrics.redis_up.set(1)
 
@@ -273,5 +313,9 @@ _C_PACKED = (str, bytes, int)
 
 
 def _scripting_refused(exc: BaseException) -> bool:
-    """EVALSHA not allowed here (ACL) or not a command here (renamed, or a proxy without it)."""
-    return isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower()
+    """EVALSHA not allowed here (ACL) or not a command here (renamed, or a proxy without it). An ACL
+    that refuses the keys (NOPERM "... access one of the keys") refuses a pipeline's SETs as well."""
+    message = str(exc).lower()
+    if isinstance(exc, NoPermissionError):
+        return "'evalsha'" in message or "'script" in message
+    return "unknown command" in message

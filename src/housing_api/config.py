@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SECRET_SETTINGS = frozenset({"REDIS_PASSWORD"})
+"""Settings whose value is never printed, not even in the error that refuses it."""
 
 
 class Settings(BaseSettings):
@@ -30,7 +35,23 @@ class Settings(BaseSettings):
         None, description="MLflow tracking server (and model registry) that models:/ references are fetched from."
     )
     redis_url: str | None = Field(
-        None, description="redis:// or rediss:// URL of the shared cache tier; unset = in-process tier only."
+        None,
+        description="redis:// or rediss:// URL of the shared cache tier, without credentials (REDIS_USERNAME, REDIS_PASSWORD_FILE); unset = in-process tier only.",
+    )
+    # The connection surface that every Redis mode reads (one server now; Sentinel and Cluster
+    # later): where from the URL, who and how secret from these, each from a Kubernetes Secret.
+    redis_username: str | None = Field(
+        None, description="Redis ACL user (AUTH username password); unset = default user."
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Redis password; prefer REDIS_PASSWORD_FILE (a mounted Secret), which never enters the environment.",
+    )
+    redis_password_file: Path | None = Field(
+        None, description="File holding the Redis password (a mounted Kubernetes Secret key); trailing newline ignored."
+    )
+    redis_ca_file: Path | None = Field(
+        None, description="PEM CA bundle that a rediss:// server's certificate must chain to (default: the system's)."
     )
     cache_prefix: str = Field("housing", description="Prefix of every Redis key.")
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of each cached row in Redis.")
@@ -112,7 +133,40 @@ class Settings(BaseSettings):
     def _redis_url_has_a_scheme(cls, value: str | None) -> str | None:
         if value and not value.startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (for example redis://127.0.0.1:6379/0)")
+        if value and not value.startswith("unix://"):
+            try:
+                parts = urlsplit(value)
+                parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
+            except ValueError:
+                raise ValueError("is not a valid URL (host, port and database: redis://host:6379/0)") from None
+            if not parts.hostname:
+                raise ValueError("names no host (for example redis://127.0.0.1:6379/0)")
         return value or None
+
+    @model_validator(mode="after")
+    def _one_source_per_redis_credential(self) -> Settings:
+        url_password = bool(self.redis_url and urlsplit(self.redis_url).password)
+        if sum((url_password, self.redis_password is not None, self.redis_password_file is not None)) > 1:
+            raise ValueError("set the Redis password once: REDIS_PASSWORD_FILE, REDIS_PASSWORD or REDIS_URL")
+        if self.redis_password_file is not None and not self.redis_password_file.is_file():
+            raise ValueError(f"REDIS_PASSWORD_FILE {self.redis_password_file} is not a readable file")
+        if self.redis_ca_file is not None and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError("REDIS_CA_FILE needs a rediss:// REDIS_URL")
+        return self
+
+    def redis_connection(self) -> dict[str, Any]:
+        """redis-py keyword arguments for the credentials and TLS settings (the password file is
+        read here, once, when the app starts); the same for a single server, Sentinel or Cluster."""
+        connection: dict[str, Any] = {}
+        if self.redis_username:
+            connection["username"] = self.redis_username
+        if self.redis_password_file is not None:
+            connection["password"] = self.redis_password_file.read_text().rstrip("\r\n")
+        elif self.redis_password is not None:
+            connection["password"] = self.redis_password.get_secret_value()
+        if self.redis_ca_file is not None:
+            connection["ssl_ca_certs"] = str(self.redis_ca_file)
+        return connection
 
     @field_validator("log_level")
     @classmethod
@@ -149,8 +203,31 @@ def describe_settings_error(exc: ValidationError) -> str:
     first = errors[0]
     name = str(first["loc"][0]).upper() if first["loc"] else ""
     value = first.get("input")
+    if isinstance(value, str):
+        value = "***" if name in SECRET_SETTINGS else redact_url(value)
     where = (
         f"{name}={value!s:.60}: " if name and isinstance(value, str | int | float) else (f"{name}: " if name else "")
     )
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}{first['msg'].removeprefix('Value error, ')}{more}"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its credentials and query string masked, for anything printed or served. Also a
+    malformed URL ("redis//:pw@host", no scheme at all): everything before the last "@" after the
+    scheme is masked, and everything after "?" (redis-py reads ?password= too)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, question, _ = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}{'?***' if question else ''}"
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+def redact_urls(text: str) -> str:
+    """Every URL inside `text` redacted (an exception's message may quote one)."""
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)

@@ -29,6 +29,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from housing_api import __version__
+from housing_api.redis_faults import REASONS as REDIS_ERROR_REASONS
 
 # Cache hits answer in well under a millisecond; the default first bucket (10 ms) would hide them.
 # The last bucket is the request deadline (REQUEST_TIMEOUT_S, 5 s), so a p99 at it reads as such.
@@ -134,8 +135,9 @@ class ServiceMetrics:
             buckets=ROWS_BUCKETS, registry=registry,
         )  # fmt: skip
         self.redis_errors = Counter(
-            "housing_api_redis_errors", "Failed Redis calls, by operation.", ["op"], registry=registry
-        )
+            "housing_api_redis_errors", "Failed Redis calls, by operation and reason (redis_faults.REASONS).",
+            ["op", "reason"], registry=registry,
+        )  # fmt: skip
         self.queue_rows = Gauge(
             "housing_api_queue_rows", "Rows waiting right now, by stage (read when scraped).",
             ["stage"], registry=registry,
@@ -204,7 +206,8 @@ class ServiceMetrics:
         for stage in QUEUE_STAGES:
             self.queue_rows.labels(stage)
         for op in REDIS_OPS:
-            self.redis_errors.labels(op)
+            for reason in REDIS_ERROR_REASONS:
+                self.redis_errors.labels(op, reason)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         for stage in STAGES:

@@ -164,7 +164,11 @@ class ReadyBody(BaseModel):
     status: str = Field(examples=["ready"])
     model_version: str
     cache: str = Field(
-        description="ok, degraded (Redis unreachable: served from the model and the in-process tier) or disabled (no REDIS_URL)."
+        description="ok; degraded (Redis out of use: unreachable, timing out or refusing the credentials; served from the model and the in-process tier); readonly or full (Redis answers reads but refuses writes: a replica or demoted master, or maxmemory with noeviction; the shared cache is not filling); or disabled (no REDIS_URL)."
+    )
+    cache_reason: str | None = Field(
+        None,
+        description="Why the cache is not ok: the reason label of housing_api_redis_errors_total (unreachable, timeout, noauth, readonly, oom).",
     )
 
 
