@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from housing_api.metrics import ServiceMetrics
+from housing_api.metrics import GET, PING, SET, RedisOp, ServiceMetrics
 from housing_api.redis_channel import Channel
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class RedisTier:
             async with asyncio.timeout(self.timeout_s):
                 await self.client.ping()
         except Exception as exc:  # any failure means "not reachable now"
-            self._failed("ping", exc)
+            self._failed(PING, exc)
             return False
         self._succeeded()
         return True
@@ -156,7 +156,7 @@ class RedisTier:
             async with asyncio.timeout(self.timeout_s):
                 values: list[bytes | None] = list(await self._reads.execute("MGET", *keys))
         except Exception as exc:  # a cache failure is a miss, whatever its kind
-            self._failed("get", exc)
+            self._failed(GET, exc)
             return None
         self._succeeded()
         return values
@@ -171,14 +171,14 @@ class RedisTier:
         except TimeoutError:
             # Checked first: asyncio's TimeoutError is an OSError. A slow write (Redis busy, or
             # pausing writes during a failover) is not an outage: count it, keep reading from Redis.
-            self.metrics.redis_errors.labels("set").inc()
+            self.metrics.redis_errors.labels(SET).inc()
             return False
         except (ConnectionError, OSError, RedisConnectionError) as exc:
-            self._failed("set", exc)
+            self._failed(SET, exc)
             return False
         except Exception:
             # Likewise for redis-py's own TimeoutError and server errors: not an outage.
-            self.metrics.redis_errors.labels("set").inc()
+            self.metrics.redis_errors.labels(SET).inc()
             return False
         self._succeeded()
         return True
@@ -219,7 +219,7 @@ class RedisTier:
                     pipe.get(key)
                     ttl, value = await pipe.execute()
         except Exception as exc:
-            self._failed("get", exc)
+            self._failed(GET, exc)
             return 0, None
         self._succeeded()
         return max(int(ttl), 0), value
@@ -229,7 +229,7 @@ class RedisTier:
         await self._writes.close()
         await self.client.aclose()
 
-    def _failed(self, op: str, exc: BaseException) -> None:
+    def _failed(self, op: RedisOp, exc: BaseException) -> None:
         self.metrics.redis_errors.labels(op).inc()
         self._down_until = time.monotonic() + self.retry_interval_s
         if not self._degraded:
