@@ -228,9 +228,9 @@ class Resolver:
         """Queue rows for the first usable tier from i on (a Redis backing off is skipped)."""
         if not rows:
             return
-        for tier, stage in zip(self.tiers[i:], self.tier_stages[i:], strict=True):
-            if tier.usable():
-                stage.put(rows)
+        for j in range(i, len(self.tiers)):
+            if self.tiers[j].usable():
+                self.tier_stages[j].put(rows)
                 return
         self.inflight.fail(rows, StageFailed(self.tiers[-1].name))  # no tier left: not reached
 
