@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from housing_api.deps import HttpCacheDep, ServiceDep
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
-from housing_api.http_cache import row_key_builder, stable_etag
+from housing_api.http_cache import RowResponseCoder, row_key_builder, stable_etag
 from housing_api.schemas import (
     ErrorBody,
     FieldError,
@@ -25,7 +26,7 @@ from housing_api.schemas import (
     ReadyBody,
     describe_validation_error,
 )
-from housing_api.service import PredictionService
+from housing_api.service import CacheStatus
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
@@ -155,11 +156,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def get_service(request: Request) -> PredictionService:
-    service: PredictionService = request.app.state.service
-    return service
-
-
 class BodyBudget:
     """Bytes of request bodies held in memory while they are being read, across all requests.
 
@@ -261,14 +257,13 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         },
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
     )
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request, service: ServiceDep) -> Response:
         """Predict median house values for a JSON array of 1..MAX_BATCH_ROWS rows.
 
         Each row is looked up in the in-process cache, then Redis; only rows no cache knows are
         sent to the model, batched with other requests' rows. If any row is invalid the whole
         request is refused with 422, naming the row index and the field.
         """
-        service = get_service(request)
         check_json_content_type(request)
         body = await read_body(request)
         async with service.admitted():
@@ -289,17 +284,17 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         },
     )
     @stable_etag
-    @cache(namespace="get-predict", key_builder=row_key_builder)
+    @cache(namespace="get-predict", key_builder=row_key_builder, coder=RowResponseCoder)
     async def predict_one(
         request: Request,
         response: Response,
         features: Annotated[HouseQuery, Query()],
-    ) -> dict[str, Any]:
+        service: ServiceDep,
+        http_cache: HttpCacheDep,  # the response cache: stable_etag and the key builder use it
+    ) -> tuple[dict[str, Any], CacheStatus]:
         """Predict one row given as query parameters; cached whole, with ETag and 304."""
-        service = get_service(request)
         async with service.admitted():
-            result, request.state.row_cache = await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
-        return result
+            return await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
 
     @router.get("/health", response_model=HealthBody, summary="Liveness in the lab's format")
     async def health() -> dict[str, str]:
@@ -312,11 +307,10 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
-    async def readyz(request: Request) -> dict[str, str]:
+    async def readyz(service: ServiceDep) -> dict[str, str]:
         """Ready once the model is loaded and every background stage runs (503 while one is down
         and being restarted). A Redis outage is reported (cache: degraded) but does not make the
         pod unready: the cache is optional and the model still answers."""
-        service = get_service(request)
         if down := service.resolver.stages_down():
             raise NotReady(f"stage {', '.join(down)} down, restarting")
         redis = service.resolver.redis
@@ -333,11 +327,10 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         summary="Model metadata",
         responses={200: {"content": {"application/json": {"example": {"version": "726f…", "holdout_r2": 0.8648}}}}},
     )
-    async def model_metadata(request: Request) -> dict[str, Any]:
+    async def model_metadata(service: ServiceDep) -> dict[str, Any]:
         """The metadata in model.json: version (sha256), scikit-learn version, features and the derived
         coordinate features the model computes from them, R², MAE; `registry` names the MLflow
         registry version it was fetched from (null for a local file)."""
-        service = get_service(request)
         info = service.model.info
         registry = dict(info.registry) if info.registry is not None else None
         return {**info.raw, "fast_path": service.model.fast_path, "registry": registry}

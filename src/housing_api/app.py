@@ -19,7 +19,7 @@ from housing_api.batching import Chain, Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings
 from housing_api.docs_ui import mount_docs
-from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
+from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
 from housing_api.http_metrics import instrument
 from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
@@ -57,8 +57,9 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         service, redis = await _start(settings, metrics, validator, source)
         app.state.service = service
         app.state.http_cache_backend = http_cache = HttpCacheBackend(
-            min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics
-        )
+            min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics,
+            key_prefix(settings.cache_prefix, service.model.version),
+        )  # fmt: skip
         # Process-wide and first-call-wins (see http_cache.py): nothing app-specific is set here.
         FastAPICache.init(AppScopedBackend(), prefix="housing-api-http")
         log.info(
