@@ -212,7 +212,7 @@ def test_a_wrong_typed_row_key_is_a_miss_and_is_overwritten(own_redis: RedisServ
     settings = make_settings(redis_url=own_redis.url)
     client = own_redis.client()
     with app_client(**settings.model_dump()) as c:
-        namespace = c.app.state.service.resolver.namespace
+        namespace = c.app.state.service.resolver.write_behind.namespace
         key = namespace + row_digest(canonical_row(ROW))
         client.rpush(key, "x")
         assert c.post("/predict", json=[ROW]).headers["X-Cache"] == "MISS"

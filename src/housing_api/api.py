@@ -18,8 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
+from housing_api.deps import HttpCacheDep, ServiceDep
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
-from housing_api.http_cache import row_key_builder, stable_etag
+from housing_api.http_cache import RowResponseCoder, row_key_builder, stable_etag
 from housing_api.registry import public_view
 from housing_api.schemas import (
     ErrorBody,
@@ -30,7 +31,7 @@ from housing_api.schemas import (
     ReadyBody,
     describe_validation_error,
 )
-from housing_api.service import PredictionService
+from housing_api.service import CacheStatus
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
@@ -189,11 +190,6 @@ def answer_head_like_get(router: APIRouter) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def get_service(request: Request) -> PredictionService:
-    service: PredictionService = request.app.state.service
-    return service
-
-
 class HangUps:
     """Clients that hung up mid-upload: each counted, logged at most once per `log_every_s` (a
     burst of them is one line saying how many), never with a traceback (nothing failed here)."""
@@ -324,14 +320,13 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         },
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
     )
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request, service: ServiceDep) -> Response:
         """Predict median house values for a JSON array of 1..MAX_BATCH_ROWS rows.
 
         Each row is looked up in the in-process cache, then Redis; only rows no cache knows are
         sent to the model, batched with other requests' rows. If any row is invalid the whole
         request is refused with 422, naming the row index and the field.
         """
-        service = get_service(request)
         check_json_body(request)
         body = await read_body(request)
         async with service.admitted():
@@ -352,17 +347,17 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         },
     )
     @stable_etag
-    @cache(namespace="get-predict", key_builder=row_key_builder)
+    @cache(namespace="get-predict", key_builder=row_key_builder, coder=RowResponseCoder)
     async def predict_one(
         request: Request,
         response: Response,
         features: Annotated[HouseQuery, Query()],
-    ) -> dict[str, Any]:
+        service: ServiceDep,
+        http_cache: HttpCacheDep,  # the response cache: stable_etag and the key builder use it
+    ) -> tuple[dict[str, Any], CacheStatus]:
         """Predict one row given as query parameters; cached whole, with ETag and 304."""
-        service = get_service(request)
         async with service.admitted():
-            result, request.state.row_cache = await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
-        return result
+            return await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
 
     @router.get("/health", response_model=HealthBody, summary="Liveness in the lab's format")
     async def health() -> dict[str, str]:
@@ -375,12 +370,11 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
-    async def readyz(request: Request) -> dict[str, str]:
+    async def readyz(service: ServiceDep) -> dict[str, str]:
         """Ready once the model is loaded and every background stage runs (503 while one is down
         and being restarted). A Redis outage (cache: degraded) or a Redis that refuses writes
         (cache: readonly or full) is reported, with its reason in cache_reason, but does not make
         the pod unready: the cache is optional and the model still answers."""
-        service = get_service(request)
         if down := service.resolver.stages_down():
             raise NotReady(f"stage {', '.join(down)} down, restarting")
         redis = service.resolver.redis
@@ -397,13 +391,12 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         summary="Model metadata",
         responses={200: {"content": {"application/json": {"example": {"version": "a0dd…", "holdout_r2": 0.8648}}}}},
     )
-    async def model_metadata(request: Request) -> dict[str, Any]:
+    async def model_metadata(service: ServiceDep) -> dict[str, Any]:
         """The metadata in model.json: version (the sha256 of model.json's content, which records the
         sha256 of every file served), scikit-learn version, features and the derived coordinate
         features the model computes from them, R², MAE; `registry` names the MLflow registry version
         it was fetched from and the version the registry recorded (null for a local file), not where
         the files are stored."""
-        service = get_service(request)
         info = service.model.info
         # Which registered version, not where it is stored: /model is public in prod (registry.PUBLIC).
         return {**info.raw, "fast_path": service.model.fast_path, "registry": public_view(info.registry)}

@@ -15,18 +15,19 @@ from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
 from housing_api.api import BodyBudget, HangUps, answer_head_like_get, build_router, install_error_handlers
-from housing_api.batching import Resolver
+from housing_api.batching import Chain, Resolver
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings, redact_url
 from housing_api.docs_ui import mount_docs
-from housing_api.http_cache import AppScopedBackend, HttpCacheBackend
+from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
 from housing_api.http_metrics import instrument
-from housing_api.keys import Row, key_namespace
+from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
 from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
+from housing_api.tiers import ModelCall, RedisLookup, RedisWrites
 
 log = logging.getLogger(__name__)
 RESOLVER_STOP_S = 5.0
@@ -56,8 +57,9 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         service, redis = await _start(settings, metrics, validator, source)
         app.state.service = service
         app.state.http_cache_backend = http_cache = HttpCacheBackend(
-            min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics
-        )
+            min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics,
+            key_prefix(settings.cache_prefix, service.model.version),
+        )  # fmt: skip
         # Process-wide and first-call-wins (see http_cache.py): nothing app-specific is set here.
         FastAPICache.init(AppScopedBackend(), prefix="housing-api-http")
         log.info(
@@ -131,12 +133,18 @@ async def _start(
                 "Redis at %s is not reachable at startup; starting degraded (model + in-process tier)",
                 redact_url(settings.redis_url),
             )
-    memory: MemoryTier[Row, float] = MemoryTier(settings.memory_cache_rows)
+    namespace = key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING)
+    # The resolution chain, in the order a row travels it: the in-process tier, then Redis, then the
+    # model. Every answer is kept in memory; what the model computes is written behind to Redis.
+    chain = Chain(
+        memory=MemoryTier(settings.memory_cache_rows),
+        tiers=(RedisLookup(redis, namespace, metrics), ModelCall(model, metrics, settings.inline_predict_rows)),
+        write_behind=RedisWrites(redis, namespace, metrics),
+    )
     resolver = Resolver(
-        model, memory, redis, key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING), metrics,
-        batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
-        max_queued_rows=settings.max_queued_rows, inline_predict_rows=settings.inline_predict_rows,
-        request_timeout_s=settings.request_timeout_s, micro_batching=settings.micro_batching,
+        chain, metrics, batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
+        max_queued_rows=settings.max_queued_rows, request_timeout_s=settings.request_timeout_s,
+        micro_batching=settings.micro_batching,
     )  # fmt: skip
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)

@@ -1,11 +1,14 @@
-"""The row resolver: in-process tier, then Redis, then the model, batched across requests.
+"""The row resolver: runs every request's rows down the resolution chain, batched across requests.
 
-A row a request could not answer from the in-process tier joins the single-flight map
-(inflight.py) and travels through three supervised stages (stages.py): `lookup` (one MGET per
-micro-batch), `model` (one vectorised call per micro-batch) and `write` (one EVALSHA per
+The chain (memory -> Redis -> model, writes behind to Redis) is declared once, in app.py, as a
+`Chain` of tiers that all have one shape (tiers.py). A row the in-process tier cannot answer joins
+the single-flight map (inflight.py) and travels the other tiers, each run by a supervised stage
+(stages.py) of the tier's name: `redis` (one MGET per micro-batch) and `model` (one vectorised
+call per micro-batch); what the model computes goes on to `redis_write` (one EVALSHA per
 micro-batch). Batching is adaptive: a stage takes whatever is queued the moment it is free, so a
 lone request never waits for a timer, and under load the queue that builds up during one model
-call becomes the next (bigger) batch.
+call becomes the next (bigger) batch. With MICRO_BATCHING=false the same tiers run inline, on one
+request's rows at a time.
 
 Nothing here can make a request wait without bound: a request waits at most REQUEST_TIMEOUT_S for
 its rows (then DeadlineExceeded, and rows nobody else waits for leave the map), each stage bounds
@@ -16,94 +19,95 @@ it decodes to a finite float.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 
-import numpy as np
-from prometheus_client import Counter
-
-from housing_api.cache import MemoryTier, RedisTier, decode_value, encode_value
+from housing_api.cache import MemoryTier, RedisTier
 from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed
-from housing_api.inflight import InFlight, Pending, Source, Ticket
-from housing_api.keys import Row, row_digest, rows_matrix
-from housing_api.metrics import ServiceMetrics
-from housing_api.model import Model
-from housing_api.redis_faults import classify
+from housing_api.inflight import InFlight, Pending, Ticket, unshared
+from housing_api.keys import Row
+from housing_api.metrics import HIT, MEMORY, MISS, QUEUE_FULL, REDIS, REQUEST, ServiceMetrics, Source
 from housing_api.stages import Stage
+from housing_api.tiers import RedisWrites, Tier, add
 
-log = logging.getLogger(__name__)
-__all__ = ["Resolver", "Source"]
+__all__ = ["Chain", "Resolver", "Source"]
 
 
-def add(counter: Counter, n: int) -> None:
-    """counter.inc(n), skipped for 0: every increment takes the counter's lock."""
-    if n:
-        counter.inc(n)
+@dataclass(frozen=True)
+class Chain:
+    """The order a row travels, declared once (app.py)."""
+
+    memory: MemoryTier[Row, float]
+    """The head, read on the request path itself; every answer a later tier gives is stored here."""
+    tiers: tuple[Tier, ...]
+    """Then each tier in turn, a batch at a time; the last answers every row it gets (the model)."""
+    write_behind: RedisWrites
+    """What the last tier computed is stored here, off the request path."""
 
 
 class Resolver:
-    """Answers rows from the tiers or the model; the app's lifespan starts and stops it."""
+    """Answers rows down the chain; the app's lifespan starts and stops it."""
 
     def __init__(
         self,
-        model: Model,
-        memory: MemoryTier[Row, float],
-        redis: RedisTier | None,
-        namespace: str,
+        chain: Chain,
         metrics: ServiceMetrics,
         *,
         batch_max_rows: int,
         batch_max_wait_s: float,
         max_queued_rows: int,
-        inline_predict_rows: int,
-        request_timeout_s: float = 5.0,
+        request_timeout_s: float,
         micro_batching: bool = True,
     ) -> None:
-        self.model = model
-        self.memory = memory
-        self.redis = redis
-        self.namespace = namespace
+        self.memory = chain.memory
+        self.tiers = chain.tiers
+        self.write_behind = chain.write_behind
         self.metrics = metrics
-        self.batch_max_wait_s = batch_max_wait_s
         self.max_queued_rows = max_queued_rows
-        self.inline_predict_rows = inline_predict_rows if model.fast_path else 0
         self.request_timeout_s = request_timeout_s
         self.micro_batching = micro_batching
         self.inflight = InFlight()
         self._closing = False
-        # One inference thread: the model call releases the GIL, and the event loop stays free.
-        self._executor = self._new_executor()
-        # A batch is never worth waiting for longer than the requests that wait for it.
+        # A batch is never worth waiting for longer than the requests that wait for it (config.py).
         bound = request_timeout_s
-        self.lookup: Stage[Pending] = Stage(
-            "lookup", self._lookup, self._lookup_failed, metrics, batch_max=batch_max_rows, bound_s=bound
-        )
-        self.predictor: Stage[Pending] = Stage(
-            "model", self._predict, self._predict_failed, metrics, batch_max=batch_max_rows, bound_s=bound
-        )
+        last = len(self.tiers) - 1
+        self.tier_stages: tuple[Stage[Pending], ...] = tuple(
+            Stage(tier.name, partial(self._run, i), partial(self._failed, i), metrics, batch_max=batch_max_rows,
+                  bound_s=bound, linger_s=batch_max_wait_s if i == last else 0.0)
+            for i, tier in enumerate(self.tiers)
+        )  # fmt: skip
         # A cache write is best effort: past the bound, new writes are dropped (and counted).
+        writes = self.write_behind
         self.writer: Stage[tuple[str, bytes]] = Stage(
-            "write", self._write, self._write_failed, metrics, batch_max=batch_max_rows,
-            bound_s=max(bound, redis.write_timeout_s if redis else 0.0), capacity=max_queued_rows,
+            writes.name, writes.write, writes.failed, metrics, batch_max=batch_max_rows,
+            bound_s=max(bound, writes.timeout_s), capacity=max_queued_rows,
         )  # fmt: skip
-        self.stages = (self.lookup, self.predictor, self.writer)
-        self._mem_hit = metrics.cache_lookups.labels("memory", "hit")
-        self._mem_miss = metrics.cache_lookups.labels("memory", "miss")
-        self._redis_lookups = {o: metrics.cache_lookups.labels("redis", o) for o in ("hit", "miss", "error", "invalid")}
-        self._served = {s: metrics.rows_served.labels(s) for s in ("memory", "redis", "model")}
-        self._timeouts = metrics.timeouts.labels("request")
-        metrics.memory_rows.set_function(memory.__len__)
+        self.stages: tuple[Stage[Pending] | Stage[tuple[str, bytes]], ...] = (*self.tier_stages, self.writer)
+        self._mem_hit = metrics.cache_lookups.labels(MEMORY, HIT)
+        self._mem_miss = metrics.cache_lookups.labels(MEMORY, MISS)
+        self._served = {s: metrics.rows_served.labels(s) for s in (MEMORY, *(t.name for t in self.tiers))}
+        self._timeouts = metrics.timeouts.labels(REQUEST)
+        metrics.memory_rows.set_function(self.memory.__len__)
         metrics.inflight_rows.set_function(self.inflight.__len__)
-        metrics.watch_queues(
-            {"redis": self.lookup.queue.__len__, "model": self.predictor.queue.__len__,
-             "redis_write": self.writer.queue.__len__}
-        )  # fmt: skip
-        self._invalid_logged_at = float("-inf")
+        metrics.watch_queues({stage.name: stage.queue.__len__ for stage in self.stages})
 
-    @staticmethod
-    def _new_executor() -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # The shared tier's client and two stages, by the names /readyz and the tests know them.
+    @property
+    def redis(self) -> RedisTier | None:
+        return self.write_behind.redis
+
+    @property
+    def lookup(self) -> Stage[Pending]:
+        return self._stage(REDIS)
+
+    @property
+    def predictor(self) -> Stage[Pending]:
+        return self.tier_stages[-1]
+
+    def _stage(self, name: str) -> Stage[Pending]:
+        return next(stage for stage in self.tier_stages if stage.name == name)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -113,22 +117,21 @@ class Resolver:
     def stages_down(self) -> list[str]:
         return [stage.name for stage in self.stages if not stage.up]
 
-    async def stop(self, timeout_s: float = 5.0) -> None:
+    async def stop(self, timeout_s: float) -> None:
         """Refuse new work, let queued rows finish and flush Redis writes, all within timeout_s."""
         self._closing = True
         deadline = time.monotonic() + timeout_s
-        for stage in self.stages:  # in data order: lookups feed the model, the model feeds writes
+        for stage in self.stages:  # in data order: each tier feeds the next, the model feeds writes
             await stage.stop(max(deadline - time.monotonic(), 0.1))
-        # A hung model call keeps its thread; do not wait for it (the server's hard shutdown
-        # deadline ends the process if that thread never returns).
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for tier in self.tiers:
+            tier.close()
 
     # -- the request path --------------------------------------------------------------------
     async def predict(self, rows: list[Row]) -> tuple[list[float], list[Source]]:
         """Predictions and their sources, in row order, within request_timeout_s."""
         n = len(rows)
         values = [0.0] * n
-        sources: list[Source] = ["memory"] * n
+        sources: list[Source] = [MEMORY] * n
         missing = self._from_memory(rows, values)
         if missing:
             try:
@@ -140,10 +143,11 @@ class Resolver:
             except TimeoutError:
                 self._timeouts.inc()
                 raise DeadlineExceeded(self.request_timeout_s) from None
-        add(self._served["memory"], n - len(missing))
+        add(self._served[MEMORY], n - len(missing))
         return values, sources
 
     def _from_memory(self, rows: list[Row], values: list[float]) -> list[int]:
+        """The chain's head: no await and no allocation per hit (most requests end here)."""
         missing: list[int] = []
         get = self.memory.get
         for i, row in enumerate(rows):
@@ -162,12 +166,10 @@ class Resolver:
         if self._closing:
             raise ShuttingDown("the service is shutting down")
         if len(self.inflight) + len(missing) > self.max_queued_rows:
-            self.metrics.rejected.labels("queue_full").inc()
+            self.metrics.rejected.labels(QUEUE_FULL).inc()
             raise Overloaded(f"more than {self.max_queued_rows} rows are waiting for the model")
         ticket = Ticket(values, sources, len(missing))
-        new = self.inflight.join(rows, missing, ticket)
-        use_redis = self.redis is not None and self.redis.usable()
-        (self.lookup if use_redis else self.predictor).put(new)
+        self._pass_on(0, self.inflight.join(rows, missing, ticket))
         try:
             await ticket.future
         except BaseException:
@@ -179,129 +181,74 @@ class Resolver:
     async def _resolve_alone(
         self, rows: list[Row], missing: list[int], values: list[float], sources: list[Source]
     ) -> None:
-        """The ablation baseline (MICRO_BATCHING=false): one MGET, one model call and one write
-        per request, no sharing between requests. Kept to measure what batching buys."""
-        todo = missing
-        keys = {i: self.namespace + row_digest(rows[i]) for i in missing} if self.redis else {}
-        if self.redis is not None:
-            found = await self.redis.get_many([keys[i] for i in missing])
-            if found is not None:
-                decoded = [(i, decode_value(raw)) for i, raw in zip(missing, found, strict=True) if raw is not None]
-                for i, value in decoded:
-                    if value is not None:
-                        values[i], sources[i] = value, "redis"
-                todo = [i for i in missing if sources[i] != "redis"]
-        if todo:
-            X = rows_matrix(rows[i] for i in todo)
-            predictions = (await self._call_model(X)).tolist()
-            for i, value in zip(todo, predictions, strict=True):
-                values[i], sources[i] = value, "model"
-                self.memory.put(rows[i], value)
-            if self.redis is not None:
-                await self.redis.set_many([(keys[i], encode_value(values[i])) for i in todo])
-        for source in ("redis", "model"):
-            self._served[source].inc(sum(1 for i in missing if sources[i] == source))
-
-    def _complete(self, answered: list[tuple[Pending, float]], source: Source) -> None:
-        put, complete = self.memory.put, self.inflight.complete
-        waiters = 0
-        for pending, value in answered:
-            put(pending.row, value)
-            waiters += complete(pending, value, source)
-        add(self._served[source], waiters)  # once per batch
-
-    # -- stage: lookup ------------------------------------------------------------------------
-    async def _lookup(self, batch: list[Pending]) -> None:
-        assert self.redis is not None
-        batch = [p for p in batch if not self.inflight.abandoned(p)]
-        keys = [self.namespace + row_digest(p.row) for p in batch]
-        for pending, key in zip(batch, keys, strict=True):
-            pending.key = key
-        found = await self.redis.get_many(keys) if batch else []
-        if found is None:
-            self._redis_lookups["error"].inc(len(batch))
-            self.predictor.put(batch)
-            return
-        hits: list[tuple[Pending, float]] = []
-        misses: list[Pending] = []
-        invalid = 0
-        for pending, raw in zip(batch, found, strict=True):
-            value = None if raw is None else decode_value(raw)
-            if value is not None:
-                hits.append((pending, value))
+        """The ablation baseline (MICRO_BATCHING=false): the same tiers, run here on this request's
+        rows alone: one MGET, one model call and one write, no sharing between requests. Kept to
+        measure what batching buys."""
+        ticket = Ticket(values, sources, len(missing))
+        batch = unshared(rows, missing, ticket)
+        for tier in self.tiers:
+            if not batch:
+                return
+            if not tier.usable():
                 continue
-            invalid += raw is not None
-            misses.append(pending)
-        self._complete(hits, "redis")
-        self._count_lookups(len(hits), len(misses) - invalid, invalid)
-        self.predictor.put(misses)
+            try:
+                found = await tier.answer(batch)
+            except Exception as exc:
+                if tier.failed(exc):
+                    continue  # answered nothing: the whole batch goes on
+                raise
+            answered, batch = self._settle(tier, batch, found)
+            if tier is self.tiers[-1] and self.write_behind.enabled():
+                await self.write_behind.write(self.write_behind.items(answered))
 
-    def _count_lookups(self, hits: int, misses: int, invalid: int) -> None:
-        add(self._redis_lookups["hit"], hits)
-        add(self._redis_lookups["miss"], misses)
-        if invalid:
-            self._redis_lookups["invalid"].inc(invalid)
-            now = time.monotonic()
-            if now - self._invalid_logged_at > 10.0:  # once per burst, not once per row
-                self._invalid_logged_at = now
-                log.warning(
-                    "ignored %d Redis values under %s* that are not predictions this release wrote; "
-                    "recomputing and overwriting them", invalid, self.namespace,
-                )  # fmt: skip
-
-    def _lookup_failed(self, batch: list[Pending], exc: BaseException) -> None:
-        # A cache failure is a miss: the rows go on to the model.
-        if isinstance(exc, Exception):
-            self.predictor.put([p for p in batch if not self.inflight.abandoned(p)])
-        else:
-            self.inflight.fail(batch, StageFailed("lookup"))
-
-    # -- stage: model -------------------------------------------------------------------------
-    async def _predict(self, batch: list[Pending]) -> None:
-        if self.batch_max_wait_s and len(batch) < self.predictor.batch_max:
-            await asyncio.sleep(self.batch_max_wait_s)
-            extra = self.predictor.batch_max - len(batch)
-            batch += [self.predictor.queue.popleft() for _ in range(min(extra, len(self.predictor.queue)))]
+    # -- the stages --------------------------------------------------------------------------
+    async def _run(self, i: int, batch: list[Pending]) -> None:
+        """Stage of tier i: answer what it can, pass the rest on, write behind what the model computed."""
         batch = [p for p in batch if not self.inflight.abandoned(p)]
         if not batch:
             return
-        X = rows_matrix(p.row for p in batch)
-        started = time.perf_counter()
-        if len(batch) <= self.inline_predict_rows:
-            # Tiny batches on the compiled path take microseconds: a thread hop costs more.
-            predictions = self.model.predict(X)
-        else:
-            predictions = await self._call_model(X)
-        if not np.all(np.isfinite(predictions)):
-            raise ValueError(f"the model returned a non-finite prediction for a batch of {len(batch)}")
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
-        self.metrics.rows_per_call.observe(len(batch))
-        answered = list(zip(batch, predictions.tolist(), strict=True))
-        self._complete(answered, "model")
-        if self.redis is None:
-            return
-        ns = self.namespace
-        writes = [(p.key or ns + row_digest(p.row), encode_value(value)) for p, value in answered]
-        if dropped := self.writer.put(writes):
+        tier = self.tiers[i]
+        answered, rest = self._settle(tier, batch, await tier.answer(batch))
+        self._pass_on(i + 1, rest)
+        if tier is self.tiers[-1] and answered and self.write_behind.enabled():
+            self._write_behind(answered)
+
+    def _write_behind(self, answered: list[tuple[Pending, float]]) -> None:
+        if dropped := self.writer.put(self.write_behind.items(answered)):
             self.metrics.write_dropped.inc(dropped)
 
-    async def _call_model(self, X: np.ndarray) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.model.predict, X)
+    def _failed(self, i: int, batch: list[Pending], exc: BaseException) -> None:
+        tier = self.tiers[i]
+        if tier.failed(exc):
+            self._pass_on(i + 1, [p for p in batch if not self.inflight.abandoned(p)])
+        else:
+            self.inflight.fail(batch, StageFailed(tier.name))
 
-    def _predict_failed(self, batch: list[Pending], exc: BaseException) -> None:
-        if isinstance(exc, TimeoutError):
-            # The call is still running in the inference thread and would hold it: give the next
-            # batches a fresh thread; the old one ends when (if) the call returns.
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._new_executor()
-        self.inflight.fail(batch, StageFailed("model"))
+    def _pass_on(self, i: int, rows: list[Pending]) -> None:
+        """Queue rows for the first usable tier from i on (a Redis backing off is skipped)."""
+        if not rows:
+            return
+        for j in range(i, len(self.tiers)):
+            if self.tiers[j].usable():
+                self.tier_stages[j].put(rows)
+                return
+        self.inflight.fail(rows, StageFailed(self.tiers[-1].name))  # no tier left: not reached
 
-    # -- stage: write-behind ------------------------------------------------------------------
-    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
-        if self.redis is not None:
-            await self.redis.set_many(batch)
-
-    def _write_failed(self, batch: list[tuple[str, bytes]], exc: BaseException) -> None:
-        # Best effort: the rows are answered already. (set_many counts its own failures; this is the
-        # stage's bound or an exception around it.)
-        self.metrics.redis_errors.labels("set", classify(exc)).inc()
+    def _settle(
+        self, tier: Tier, batch: list[Pending], found: Sequence[float | None]
+    ) -> tuple[list[tuple[Pending, float]], list[Pending]]:
+        """Answer every waiter of the rows the tier knew and keep them in memory; returns those
+        rows with their values, and the rest."""
+        put, complete = self.memory.put, self.inflight.complete
+        answered: list[tuple[Pending, float]] = []
+        rest: list[Pending] = []
+        waiters = 0
+        for pending, value in zip(batch, found, strict=True):
+            if value is None:
+                rest.append(pending)
+                continue
+            put(pending.row, value)
+            waiters += complete(pending, value, tier.name)
+            answered.append((pending, value))
+        add(self._served[tier.name], waiters)  # once per batch
+        return answered, rest

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from housing_api.config import redact_urls
-from housing_api.metrics import ServiceMetrics
+from housing_api.metrics import GET, PING, SET, RedisOp, ServiceMetrics
 from housing_api.redis_channel import Channel
 from housing_api.redis_faults import OUTAGES, TIMEOUT, WRITES_REFUSED, BurstLog, classify
 
@@ -164,7 +164,7 @@ class RedisTier:
             async with asyncio.timeout(self.timeout_s):
                 await self.client.ping()
         except Exception as exc:
-            return not self._failed("ping", exc)
+            return not self._failed(PING, exc)
         self._succeeded()
         return True
 
@@ -176,7 +176,7 @@ class RedisTier:
             async with asyncio.timeout(self.timeout_s):
                 values: list[bytes | None] = list(await self._reads.execute("MGET", *keys))
         except Exception as exc:  # a cache failure is a miss, whatever its kind
-            self._failed("get", exc)
+            self._failed(GET, exc)
             return None
         self._succeeded()
         return values
@@ -191,7 +191,7 @@ class RedisTier:
         except Exception as exc:
             # A slow write (Redis busy, or pausing writes during a failover) is not an outage: it is
             # counted and Redis stays in use for reads. A refused one (READONLY, OOM) is said.
-            self._failed("set", exc, timeout_is_outage=False)
+            self._failed(SET, exc, timeout_is_outage=False)
             return False
         self._refused = None
         self._succeeded()
@@ -235,10 +235,10 @@ class RedisTier:
                     # raised: it is a miss, and the response's write-behind SET replaces the key.
                     ttl, value = await pipe.execute(raise_on_error=False)
         except Exception as exc:
-            self._failed("get", exc)
+            self._failed(GET, exc)
             return 0, None
         if isinstance(value, Exception) or isinstance(ttl, Exception):
-            self._failed("get", value if isinstance(value, Exception) else ttl)
+            self._failed(GET, value if isinstance(value, Exception) else ttl)
             return 0, None
         self._succeeded()
         return max(int(ttl), 0), value
@@ -248,14 +248,14 @@ class RedisTier:
         await self._writes.close()
         await self.client.aclose()
 
-    def _failed(self, op: str, exc: BaseException, *, timeout_is_outage: bool = True) -> bool:
+    def _failed(self, op: RedisOp, exc: BaseException, *, timeout_is_outage: bool = True) -> bool:
         """Count and say the failure by its reason; True when it is an outage (Redis out of use)."""
         reason = classify(exc)
         self.metrics.redis_errors.labels(op, reason).inc()
         if reason in OUTAGES and (reason != TIMEOUT or timeout_is_outage):
             self._outage(reason, exc)
             return True
-        if reason in WRITES_REFUSED and op == "set":
+        if reason in WRITES_REFUSED and op == SET:
             self._refused, self._refused_at = reason, time.monotonic()
             self._burst.warning(
                 reason, "Redis refuses writes (%s: %s); the shared cache tier is not filling, reads go on",

@@ -15,6 +15,10 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SECRET_SETTINGS = frozenset({"REDIS_PASSWORD"})
 """Settings whose value is never printed, not even in the error that refuses it."""
+REQUEST_TIMEOUT_S_DEFAULT = 5.0
+"""The request deadline, stated here only: the code reads it, and the manifests and docs that restate
+it (the ConfigMap, the README's table, the gateway's comment, docs/deployment.md) are checked
+against it by tests/test_config.py."""
 
 
 class Settings(BaseSettings):
@@ -82,8 +86,12 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
     log_level: str = Field("info", description="Python log level: debug, info, warning, error or critical.")
+    # One knob for two bounds, on purpose: the request's deadline, and each stage's bound on one batch
+    # (batching.py). A batch is never worth waiting for longer than the requests that wait for it, and
+    # a separate stage bound could only be shorter (failing batches some request could still use) or
+    # longer (holding a stage for rows whose requests have all been answered 503).
     request_timeout_s: float = Field(
-        5.0,
+        REQUEST_TIMEOUT_S_DEFAULT,
         gt=0,
         le=300,
         description="Longest a request waits for its rows after its body is read; past it: 503 with Retry-After.",

@@ -2,14 +2,17 @@
 
 - FastAPICache is configured on a class, process-wide, and `FastAPICache.init` ignores every call
   after the first. So nothing per-app is configured there: the one backend registered is a proxy
-  that forwards to the backend of the app serving the current request (a ContextVar); the key
-  builder reads the app's own CACHE_PREFIX and ignores the class-level prefix; the TTL is the
+  that forwards to the backend of the app serving the current request (a ContextVar), which the
+  route receives as a typed dependency; the key builder uses that backend's key prefix (the app's
+  own CACHE_PREFIX) and ignores the class-level prefix; the TTL is the
   app's HTTP_CACHE_MAX_AGE held by its backend (0 turns the response cache off), whatever expiry
   the class holds. Several apps in one process (tests) never share or overwrite each other's cache.
 - An entry read back is input, not truth: it is used only if it is the JSON of a complete, valid
   response for the row and model version its key names; anything else is a miss (counted as
   outcome="invalid"), and the recomputed response replaces it.
 - A miss's write to Redis happens in the background (bounded), as the POST path's write-behind.
+- The route returns (body, row-cache status); RowResponseCoder stores the body alone, so the
+  status reaches `stable_etag` as a value, and an entry is the same bytes as before.
 - Its ETag is `hash()` of the cached bytes: Python salts hash() per process, so two pods would give
   one response two ETags. `stable_etag` replaces it with a digest of the response body and answers
   If-None-Match itself.
@@ -32,13 +35,14 @@ from typing import Any
 
 import orjson
 from fastapi_cache.backends import Backend
+from fastapi_cache.coder import JsonCoder
 from starlette.requests import Request
 from starlette.responses import Response
 
 from housing_api import FEATURES
 from housing_api.cache import MemoryTier, RedisTier
 from housing_api.keys import canonical_row, row_digest, row_values
-from housing_api.metrics import ServiceMetrics
+from housing_api.metrics import HTTP, INVALID, ServiceMetrics
 
 ENCODING = "j1"
 """Tag of the cached response's encoding (fastapi-cache2's JsonCoder) in the key."""
@@ -50,11 +54,16 @@ _current: ContextVar[HttpCacheBackend | None] = ContextVar("housing_api_http_cac
 class HttpCacheBackend(Backend):
     """Whole GET responses: the in-process tier, then Redis; failures and bad entries are misses."""
 
-    def __init__(self, capacity: int, redis: RedisTier | None, max_age: int, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self, capacity: int, redis: RedisTier | None, max_age: int, metrics: ServiceMetrics, key_prefix: str
+    ) -> None:
         self.memory: MemoryTier[str, tuple[float, bytes]] = MemoryTier(capacity)
         self.redis = redis
         self.max_age = max_age
-        self._invalid = metrics.cache_lookups.labels("http", "invalid")
+        self.metrics = metrics
+        self.key_prefix = key_prefix
+        """The app's CACHE_PREFIX, the model version and the encoding: see key_prefix()."""
+        self._invalid = metrics.cache_lookups.labels(HTTP, INVALID)
         self._writes: set[asyncio.Task[bool]] = set()
 
     async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
@@ -97,6 +106,25 @@ class HttpCacheBackend(Backend):
         """Wait (bounded) for the background writes still running; at shutdown."""
         if self._writes:
             await asyncio.wait(set(self._writes), timeout=timeout_s)
+
+
+def key_prefix(cache_prefix: str, model_version: str) -> str:
+    """<CACHE_PREFIX>-http:<model version>:<encoding>: the rest of a key is the canonical row digest."""
+    return f"{cache_prefix}-http:{model_version[:16]}:{ENCODING}:"
+
+
+class RowResponseCoder(JsonCoder):
+    """GET /predict returns (body, row-cache status): only the body is stored, and a body read back
+    from the response cache was answered by it (HIT)."""
+
+    @classmethod
+    def encode(cls, value: Any) -> bytes:
+        body, _row_cache = value
+        return super().encode(body)
+
+    @classmethod
+    def decode(cls, value: bytes) -> Any:
+        return super().decode(value), "HIT"
 
 
 def valid_entry(key: str, raw: bytes) -> bool:
@@ -148,14 +176,12 @@ def row_key_builder(
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
 ) -> str:
-    """<CACHE_PREFIX>-http:<model version>:<encoding>:<canonical row digest>.
+    """The route's response cache's key prefix (key_prefix()) and the canonical row digest.
 
     The app's own prefix, not fastapi-cache2's class-level one (`namespace` starts with that)."""
-    assert request is not None and kwargs is not None  # always given for routes
-    version: str = request.app.state.service.model.version
-    prefix: str = request.app.state.settings.cache_prefix
-    row = canonical_row(kwargs["features"].model_dump())
-    return f"{prefix}-http:{version[:16]}:{ENCODING}:{row_digest(row)}"
+    assert kwargs is not None  # always given for routes
+    backend: HttpCacheBackend = kwargs["http_cache"]
+    return backend.key_prefix + row_digest(canonical_row(kwargs["features"].model_dump()))
 
 
 def etag_for(body: bytes) -> str:
@@ -174,27 +200,28 @@ Endpoint = Callable[..., Awaitable[Any]]
 
 
 def stable_etag(func: Endpoint) -> Endpoint:
-    """Wrap a @cache'd endpoint: scope the backend to this app, and set a content-based ETag."""
+    """Wrap a @cache'd endpoint that returns (body, row-cache status) and takes its app's
+    HttpCacheBackend as `http_cache`: scope the backend to the request, set a content-based ETag."""
 
     @functools.wraps(func)
     async def endpoint(*args: Any, **kwargs: Any) -> Response:
         request: Request = kwargs["request"]
         response: Response = kwargs["response"]
-        token = _current.set(request.app.state.http_cache_backend)
+        backend: HttpCacheBackend = kwargs["http_cache"]
+        token = _current.set(backend)
         try:
-            result = await func(*args, **kwargs)
+            # The row-cache status of a response computed now; HIT for one the cache answered.
+            result, x_cache = await func(*args, **kwargs)
         finally:
             _current.reset(token)
         body = orjson.dumps(result)
         etag = etag_for(body)
         cache_status = response.headers.get("X-FastAPI-Cache")
-        request.app.state.metrics.count_http_tier(cache_status)
+        backend.metrics.count_http_tier(cache_status)
         if cache_status == "HIT":
-            max_age, x_cache = response.headers.get("Cache-Control", "max-age=0"), "HIT"
+            max_age = response.headers.get("Cache-Control", "max-age=0")
         else:
-            # The response was computed now: its rows may still have come from a row cache.
-            max_age = f"max-age={request.app.state.http_cache_backend.max_age}"
-            x_cache = getattr(request.state, "row_cache", "MISS")
+            max_age = f"max-age={backend.max_age}"
         headers = {"ETag": etag, "Cache-Control": f"public, {max_age}", "X-Cache": x_cache}
         if etag_matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Literal
 
 from housing_api.keys import Row
-
-Source = Literal["memory", "redis", "model"]
+from housing_api.metrics import Source
 
 
 class Ticket:
@@ -102,3 +100,13 @@ class InFlight:
     def abandoned(self, pending: Pending) -> bool:
         """No request waits for the row any more (a stage may skip it)."""
         return not pending.waiters
+
+
+def unshared(rows: list[Row], positions: Iterable[int], ticket: Ticket) -> list[Pending]:
+    """One request's rows outside the map, each waited for by that request alone (MICRO_BATCHING=false)."""
+    pendings: list[Pending] = []
+    for i in positions:
+        pending = Pending(rows[i])
+        pending.waiters.append((ticket, i))
+        pendings.append(pending)
+    return pendings

@@ -13,7 +13,7 @@ import gc
 import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final, Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,12 +29,14 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from housing_api import __version__
+from housing_api.config import REQUEST_TIMEOUT_S_DEFAULT
 from housing_api.redis_faults import REASONS as REDIS_ERROR_REASONS
 
 # Cache hits answer in well under a millisecond; the default first bucket (10 ms) would hide them.
-# The last bucket is the request deadline (REQUEST_TIMEOUT_S, 5 s), so a p99 at it reads as such.
+# The last bucket is the request deadline's default (REQUEST_TIMEOUT_S), so a p99 at it reads as such.
 LATENCY_BUCKETS: tuple[float, ...] = (
-    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    REQUEST_TIMEOUT_S_DEFAULT,
 )  # fmt: skip
 # A one-row call on the compiled path takes microseconds; a 1024-row call on a throttled CPU, or
 # the first call after start-up, can take most of a second.
@@ -49,20 +51,50 @@ GC_PAUSE_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
 
+# -- label values --------------------------------------------------------------------------------
+# Each is named once, here; every other module imports the constant (dashboards and alerts read the
+# strings, so they change only together with grafana/ and prometheus/).
+# Where a row's answer came from (cache_lookups{tier}, rows_served{source}). A tier with a stage of
+# its own gives that stage its name too (queue_rows, worker_errors, stage_up{stage}).
+HTTP: Final = "http"
+"""Whole GET /predict responses (fastapi-cache2); a miss goes on to the row tiers."""
+MEMORY: Final = "memory"
+REDIS: Final = "redis"
+MODEL: Final = "model"
+REDIS_WRITE: Final = "redis_write"
+"""The write-behind stage: rows the model computed, on their way to Redis."""
+Source = Literal["memory", "redis", "model"]
+"""The row tiers, in the order a row travels them (the chain itself is built in app.py)."""
+StageName = Literal["redis", "model", "redis_write"]
+# cache_lookups{outcome}. invalid: a value that did not decode to a finite float (or a valid
+# response): used as a miss and overwritten.
+HIT: Final = "hit"
+MISS: Final = "miss"
+ERROR: Final = "error"
+INVALID: Final = "invalid"
+# redis_errors{op}
+PING: Final = "ping"
+GET: Final = "get"
+SET: Final = "set"
+RedisOp = Literal["ping", "get", "set"]
+# rejected_requests{reason}
+INFLIGHT_FULL: Final = "inflight_full"
+QUEUE_FULL: Final = "queue_full"
+BODY_BUDGET: Final = "body_budget"
+# request_timeouts{kind}
+REQUEST: Final = "request"
+BODY: Final = "body"
+
 TIERS: dict[str, tuple[str, ...]] = {
-    "memory": ("hit", "miss", "error"),
-    # invalid: a value that did not decode to a finite float (or a valid response): used as a miss
-    # and overwritten.
-    "redis": ("hit", "miss", "error", "invalid"),
-    # Whole GET /predict responses (fastapi-cache2); a miss goes on to the row tiers.
-    "http": ("hit", "miss", "invalid"),
+    MEMORY: (HIT, MISS, ERROR),
+    REDIS: (HIT, MISS, ERROR, INVALID),
+    HTTP: (HIT, MISS, INVALID),
 }
-SOURCES = ("http", "memory", "redis", "model")
-QUEUE_STAGES = ("redis", "model", "redis_write")
-REDIS_OPS = ("ping", "get", "set")
-REJECT_REASONS = ("inflight_full", "queue_full", "body_budget")
-STAGES = ("lookup", "model", "write")
-TIMEOUT_KINDS = ("request", "body")
+SOURCES = (HTTP, MEMORY, REDIS, MODEL)
+STAGES: tuple[StageName, ...] = (REDIS, MODEL, REDIS_WRITE)
+REDIS_OPS: tuple[RedisOp, ...] = (PING, GET, SET)
+REJECT_REASONS = (INFLIGHT_FULL, QUEUE_FULL, BODY_BUDGET)
+TIMEOUT_KINDS = (REQUEST, BODY)
 
 
 class GcPauses(Collector):
@@ -203,14 +235,13 @@ class ServiceMetrics:
                 self.cache_lookups.labels(tier, outcome)
         for source in SOURCES:
             self.rows_served.labels(source)
-        for stage in QUEUE_STAGES:
-            self.queue_rows.labels(stage)
         for op in REDIS_OPS:
             for reason in REDIS_ERROR_REASONS:
                 self.redis_errors.labels(op, reason)
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         for stage in STAGES:
+            self.queue_rows.labels(stage)
             self.worker_errors.labels(stage)
             self.stage_up.labels(stage)
         for kind in TIMEOUT_KINDS:
@@ -226,7 +257,7 @@ class ServiceMetrics:
         """Account for one GET /predict: a response-cache hit serves its row without the row tiers.
         (An invalid entry is counted where it is found, and then counts as a miss here.)"""
         if cache_status == "HIT":
-            self.cache_lookups.labels("http", "hit").inc()
-            self.rows_served.labels("http").inc()
+            self.cache_lookups.labels(HTTP, HIT).inc()
+            self.rows_served.labels(HTTP).inc()
         elif cache_status == "MISS":
-            self.cache_lookups.labels("http", "miss").inc()
+            self.cache_lookups.labels(HTTP, MISS).inc()

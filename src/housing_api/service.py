@@ -12,10 +12,10 @@ from typing import Any, Literal, cast
 import orjson
 
 from housing_api import FEATURES
-from housing_api.batching import Resolver, Source
+from housing_api.batching import Resolver
 from housing_api.errors import Overloaded
 from housing_api.keys import Row, canonical_batch, row_values
-from housing_api.metrics import ServiceMetrics
+from housing_api.metrics import INFLIGHT_FULL, MODEL, ServiceMetrics, Source
 from housing_api.model import Model
 from housing_api.schemas import BatchValidator, HouseFeatures
 
@@ -24,7 +24,7 @@ CacheStatus = Literal["HIT", "MISS", "PARTIAL"]
 
 def cache_status(sources: list[Source]) -> CacheStatus:
     """HIT: every row came from a cache tier; MISS: every row from the model."""
-    from_model = sources.count("model")
+    from_model = sources.count(MODEL)
     if from_model == 0:
         return "HIT"
     return "MISS" if from_model == len(sources) else "PARTIAL"
@@ -42,7 +42,7 @@ class Admission:
     async def __aenter__(self) -> None:
         service = self.service
         if service.inflight >= service.max_inflight:
-            service.metrics.rejected.labels("inflight_full").inc()
+            service.metrics.rejected.labels(INFLIGHT_FULL).inc()
             raise Overloaded(f"more than {service.max_inflight} prediction requests in flight")
         service.inflight += 1
 

@@ -1,6 +1,6 @@
 """A supervised background stage: one loop, one queue, every batch bounded in time.
 
-Each stage of the resolver (Redis lookup, model, write-behind) is a `Stage`. What goes wrong in
+Each stage of the resolver (the Redis and model tiers, the write-behind) is a `Stage`. What goes wrong in
 one batch stays in that batch: an exception, or a batch that overruns its bound, is handed to the
 stage's `on_error` (which decides what the rows' requests get), counted in
 housing_api_worker_errors_total{stage} and logged with its traceback (at most once per
@@ -27,7 +27,8 @@ RESTART_DELAY_S = 0.05
 
 
 class Stage(Generic[T]):
-    """A loop that takes up to `batch_max` items from its queue and awaits `handle` on them."""
+    """A loop that takes up to `batch_max` items from its queue and awaits `handle` on them
+    (after waiting `linger_s` for more, when the batch is not full)."""
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class Stage(Generic[T]):
         batch_max: int,
         bound_s: float,
         capacity: int | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         self.name = name
         self.handle = handle
@@ -47,6 +49,7 @@ class Stage(Generic[T]):
         self.bound_s = bound_s
         self.queue: deque[T] = deque()
         self.capacity = capacity
+        self.linger_s = linger_s
         self.ready = asyncio.Event()
         self.closing = False
         self.busy = False
@@ -114,6 +117,8 @@ class Stage(Generic[T]):
         self.busy = True
         try:
             async with asyncio.timeout(self.bound_s):
+                if self.linger_s and len(batch) < self.batch_max:
+                    await self._linger(batch)
                 await self.handle(batch)
         except Exception as exc:  # contained: costs this batch only
             self._contain(batch, exc)
@@ -124,6 +129,11 @@ class Stage(Generic[T]):
             raise
         finally:
             self.busy = False
+
+    async def _linger(self, batch: list[T]) -> None:
+        """BATCH_MAX_WAIT_MS: a batch that is not full waits this long once for more items."""
+        await asyncio.sleep(self.linger_s)
+        batch += [self.queue.popleft() for _ in range(min(self.batch_max - len(batch), len(self.queue)))]
 
     def _contain(self, batch: list[T], exc: BaseException) -> None:
         self._errors.inc()
