@@ -23,6 +23,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
+SENTINEL_INSTALL = "apt-get update && apt-get install -y redis-sentinel redis-tools"
 
 
 class Unavailable(RuntimeError):
@@ -120,11 +121,11 @@ class RedisServer(Proc):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, password: str | None = None) -> RedisServer:
         import redis
 
         self.spawn()
-        client = redis.Redis(port=self.port, socket_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_timeout=0.2, password=password)
         try:
             if not wait_until(lambda: bool(client.ping()), timeout_s):
                 self.stop()
@@ -137,6 +138,97 @@ class RedisServer(Proc):
         import redis
 
         return redis.Redis(port=self.port)
+
+
+def redis_binary(name: str, install: str) -> str:
+    """redis-sentinel or redis-cli; as root with apt-get, Debian's packages are installed when missing."""
+    found = shutil.which(name)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        quiet = install.replace("apt-get ", "apt-get -qq ")
+        subprocess.run(["sh", "-c", quiet], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       capture_output=True, timeout=300)  # fmt: skip
+        found = shutil.which(name)
+    if found is None:
+        raise Unavailable(f"{name} is not installed; install it with: {install}")
+    return found
+
+
+class RedisSentinel(Proc):
+    """A redis-sentinel child process on a free loopback port, watching one master under `name`,
+    quick to act: the master is down after `down_after_ms` without an answer."""
+
+    def __init__(self, tmp: Path, name: str, master_port: int, down_after_ms: int = 400,
+                 password: str | None = None) -> None:  # fmt: skip
+        binary = redis_binary("redis-sentinel", SENTINEL_INSTALL)
+        self.port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = tmp / "sentinel.conf"  # sentinel rewrites its config file: one per process
+        lines = [f"port {self.port}", "bind 127.0.0.1", "protected-mode no", f"dir {tmp}",
+                 f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+                 f"sentinel down-after-milliseconds {name} {down_after_ms}",
+                 f"sentinel failover-timeout {name} 3000", f"sentinel parallel-syncs {name} 1"]  # fmt: skip
+        if password is not None:  # the servers' password, and the sentinels' own (one Secret)
+            lines += [f"sentinel auth-pass {name} {password}", f"requirepass {password}"]
+        config.write_text("\n".join(lines) + "\n")
+        super().__init__([binary, str(config)], log=tmp / "sentinel.log")
+
+
+class SentinelGroup:
+    """Redis Sentinel for real: a master, a replica following it, and three sentinels (quorum 2)."""
+
+    def __init__(self, tmp: Path, name: str = "housing", password: str | None = None) -> None:
+        self.name = name
+        self.password = password
+        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.master = RedisServer(_mkdir(tmp / "master"), *auth)
+        self.replica = RedisServer(_mkdir(tmp / "replica"), *auth, "--replicaof", "127.0.0.1", str(self.master.port))
+        self.sentinels = [RedisSentinel(tmp / f"sentinel-{i}", name, self.master.port, password=password)
+                          for i in range(3)]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL of REDIS_MODE=sentinel: the three sentinels."""
+        return "redis://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
+
+    def start(self, timeout_s: float = 20.0) -> SentinelGroup:
+        self.master.start(password=self.password)
+        self.replica.start(password=self.password)
+        for sentinel in self.sentinels:
+            sentinel.spawn()
+        # Ready when every sentinel knows the replica and the two other sentinels.
+        if not wait_until(lambda: all(self._settled(s) for s in self.sentinels), timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError("the sentinels did not find each other and the replica")
+        return self
+
+    def _settled(self, sentinel: RedisSentinel) -> bool:
+        state = self.sentinel_client(sentinel).sentinel_master(self.name)
+        return bool(state["num-slaves"] >= 1 and state["num-other-sentinels"] >= 2)
+
+    def sentinel_client(self, sentinel: RedisSentinel) -> Any:
+        import redis
+
+        return redis.Redis(port=sentinel.port, password=self.password, socket_timeout=0.5)
+
+    def master_port(self) -> int:
+        """The master's port as the first sentinel that answers names it."""
+        import redis
+
+        for sentinel in self.sentinels:
+            try:
+                return int(self.sentinel_client(sentinel).sentinel_get_master_addr_by_name(self.name)[1])
+            except (OSError, redis.RedisError):  # that one is down: ask the next
+                continue
+        raise RuntimeError("no sentinel answers")
+
+    def stop(self) -> None:
+        for proc in (*self.sentinels, self.replica, self.master):
+            proc.stop(timeout_s=5)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class ServiceProcess(Proc):

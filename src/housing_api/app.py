@@ -127,6 +127,7 @@ async def _start(
             settings.redis_retry_interval_s,
             metrics,
             connection=settings.redis_connection(),
+            sentinel_master=settings.redis_sentinel_master,
         )
         if not await redis.ping():
             log.warning(
