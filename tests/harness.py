@@ -36,6 +36,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and exists too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 55_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def wait_until(ready: Callable[[], bool], timeout_s: float = 5.0, interval_s: float = 0.02) -> bool:
     """Poll `ready` until it is true or the bound passes; a transport error counts as not yet."""
     deadline = time.monotonic() + timeout_s
@@ -108,11 +124,11 @@ class Proc:
 class RedisServer(Proc):
     """A redis-server child process on a free loopback port, configured as a cache."""
 
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise Unavailable(f"redis-server is not installed; install it with: {REDIS_INSTALL}")
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tmp
         super().__init__([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "no", *extra])  # fmt: skip
@@ -126,8 +142,15 @@ class RedisServer(Proc):
 
         self.spawn()
         client = redis.Redis(port=self.port, socket_timeout=0.2, password=password)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:  # not listening yet (a busy machine)
+                return False
+
         try:
-            if not wait_until(lambda: bool(client.ping()), timeout_s):
+            if not wait_until(answers, timeout_s):
                 self.stop()
                 raise RuntimeError("redis-server did not start")
         finally:
@@ -137,7 +160,7 @@ class RedisServer(Proc):
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(port=self.port)
+        return redis.Redis(port=self.port, socket_timeout=2)
 
 
 def redis_binary(name: str, install: str) -> str:
@@ -224,6 +247,79 @@ class SentinelGroup:
     def stop(self) -> None:
         for proc in (*self.sentinels, self.replica, self.master):
             proc.stop(timeout_s=5)
+
+
+class RedisClusterNodes:
+    """Redis Cluster for real: `masters` masters with `replicas` replicas each, created by
+    `redis-cli --cluster create`, quick to fail over (a node is failing after `node_timeout_ms`)."""
+
+    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 500) -> None:
+        self.replicas = replicas
+        cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", str(node_timeout_ms), "--cluster-replica-validity-factor", "0",
+                   "--maxmemory-policy", "allkeys-lru")  # fmt: skip
+        self.nodes = [RedisServer(_mkdir(tmp / f"node-{i}"), *cluster, port=free_cluster_port())
+                      for i in range(masters * (1 + replicas))]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL of REDIS_MODE=cluster: two seed nodes (the rest are discovered)."""
+        return "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterNodes:
+        cli = redis_binary("redis-cli", SENTINEL_INSTALL)
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        created = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                                  "--cluster-yes"], capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+        if created.returncode != 0 or not wait_until(self.settled, timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError(f"the cluster did not form: {created.stdout[-2000:]}{created.stderr[-2000:]}")
+        return self
+
+    def settled(self) -> bool:
+        """Every live node says cluster_state:ok and knows every other live node."""
+        infos = [n.client().cluster("info") for n in self.live()]
+        return all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) >= len(infos) for i in infos)
+
+    def live(self) -> list[RedisServer]:
+        """The nodes that answer (a node killed a moment ago may not have exited yet)."""
+        import redis
+
+        def answers(node: RedisServer) -> bool:
+            try:
+                return node.alive() and bool(node.client().ping())
+            except redis.ConnectionError:
+                return False
+
+        return [n for n in self.nodes if answers(n)]
+
+    def masters(self) -> list[RedisServer]:
+        """The live masters, as each of them says."""
+        return [n for n in self.live() if n.client().info("replication")["role"] == "master"]
+
+    def node_id(self, node: RedisServer) -> str:
+        node_id = node.client().cluster("myid")
+        return node_id.decode() if isinstance(node_id, bytes) else str(node_id)
+
+    def reshard(self, source: RedisServer, target: RedisServer, slots: int, timeout_s: float = 60) -> None:
+        """Move `slots` slots (and their keys) from one master to another, as an operator would."""
+        cli = redis_binary("redis-cli", SENTINEL_INSTALL)
+        done = subprocess.run(
+            [cli, "--cluster", "reshard", f"127.0.0.1:{source.port}", "--cluster-from", self.node_id(source),
+             "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
+             "--cluster-pipeline", "100"], capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster reshard failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def stop(self) -> None:
+        for node in self.nodes:  # all at once: each takes a moment to shut down
+            if node.alive():
+                node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop(timeout_s=5)
 
 
 def _mkdir(path: Path) -> Path:

@@ -104,7 +104,8 @@ class SteadyLoad:
     async def until(self, ready: Callable[[], bool], timeout_s: float, what: str) -> float:
         """Seconds until `ready()` holds (checked every 0.1 s while the load runs); AssertionError past timeout_s."""
         started = time.monotonic()
-        while not ready():
+        # In a thread: a check may talk to Redis synchronously, which must not stall the load.
+        while not await asyncio.to_thread(ready):
             if time.monotonic() - started > timeout_s:
                 raise AssertionError(f"{what}: not within {timeout_s} s (hit ratio {self.hit_ratio():.2f})")
             await asyncio.sleep(0.1)

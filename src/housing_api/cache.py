@@ -112,23 +112,8 @@ class RedisTier:
         self, url: str, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics,
         connection: Mapping[str, Any] | None = None, sentinel_master: str | None = None,
     ) -> None:  # fmt: skip
-        self.ttl_s = ttl_s
-        self.timeout_s = timeout_s
-        self.retry_interval_s = retry_interval_s
-        self.metrics = metrics
-        # No client-side retries: the service's answer is to skip the cache, not to wait for it.
-        # Reads on the request path are bounded by asyncio.timeout(timeout_s); the socket timeout
-        # is the longer write bound, because writes are write-behind and off the request path.
-        self.write_timeout_s = max(timeout_s, WRITE_TIMEOUT_S)
-        client_kwargs = {
-            "socket_timeout": self.write_timeout_s,
-            "socket_connect_timeout": timeout_s,
-            "retry": Retry(NoBackoff(), 0),
-            "retry_on_timeout": False,
-            "health_check_interval": 0,
-            # Credentials and TLS from their own settings (config.Settings.redis_connection), never the URL.
-            **(connection or {}),
-        }
+        self._init_state(timeout_s, ttl_s, retry_interval_s, metrics)
+        client_kwargs = self.client_kwargs(connection)
         self._sentinels: Sentinel | None = None
         self.client: aioredis.Redis
         if sentinel_master is not None:
@@ -137,17 +122,39 @@ class RedisTier:
             self.client = aioredis.Redis.from_url(url, **client_kwargs)
         pool = self.client.connection_pool
         pool.connection_class = with_c_packing(pool.connection_class)
+        # The lookup and write-behind stages each send one command per micro-batch on a connection
+        # of their own (redis_channel.py); anything else goes through the client's pool.
+        self._reads = Channel(self.client)
+        self._writes = Channel(self.client)
+        self._scripting = True
+
+    def _init_state(self, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics) -> None:
+        """What every mode keeps: the bounds, and whether Redis is in use (the fault handling below)."""
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self.retry_interval_s = retry_interval_s
+        self.metrics = metrics
+        # No client-side retries: the service's answer is to skip the cache, not to wait for it.
+        # Reads on the request path are bounded by asyncio.timeout(timeout_s); the socket timeout
+        # is the longer write bound, because writes are write-behind and off the request path.
+        self.write_timeout_s = max(timeout_s, WRITE_TIMEOUT_S)
         self._down_until = 0.0
         self._degraded = False
         self._down_reason: str | None = None
         self._refused: str | None = None
         self._refused_at = 0.0
         self._burst = BurstLog(log)
-        # The lookup and write-behind stages each send one command per micro-batch on a connection
-        # of their own (redis_channel.py); anything else goes through the client's pool.
-        self._reads = Channel(self.client)
-        self._writes = Channel(self.client)
-        self._scripting = True
+
+    def client_kwargs(self, connection: Mapping[str, Any] | None) -> dict[str, Any]:
+        """redis-py connection settings of every mode: the bounds, no retries, and the credentials
+        and TLS from their own settings (config.Settings.redis_connection), never the URL."""
+        return {
+            "socket_timeout": self.write_timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            **(connection or {}),
+        }
 
     @property
     def degraded(self) -> bool:
