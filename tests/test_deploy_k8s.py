@@ -1285,7 +1285,7 @@ def check_dev_redis_secret(objs: list[Obj]) -> list[str]:
 
 
 # docs/capacity.md, "Redis memory": rows kept for the TTL at prod's largest fleet, cache rate 0.
-BYTES_PER_ROW = 196
+BYTES_PER_ROW = 198  # one server's (Sentinel: every server holds every row); bench/redis_memory.py
 NEW_ROWS_PER_POD_S = 180  # about 3,600 new rows/s at 20 pods (docs/capacity.md's table)
 
 
