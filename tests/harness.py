@@ -24,6 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
 SENTINEL_INSTALL = "apt-get update && apt-get install -y redis-sentinel redis-tools"
+EXPORTER_INSTALL = "apt-get update && apt-get install -y prometheus-redis-exporter"
 
 
 class Unavailable(RuntimeError):
@@ -194,6 +195,26 @@ class RedisSentinel(Proc):
             lines += [f"sentinel auth-pass {name} {password}", f"requirepass {password}"]
         config.write_text("\n".join(lines) + "\n")
         super().__init__([binary, str(config)], log=tmp / "sentinel.log")
+
+
+class RedisExporter(Proc):
+    """Debian's prometheus-redis-exporter watching one redis-server, on a free loopback port."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        binary = redis_binary("prometheus-redis-exporter", EXPORTER_INSTALL)
+        self.port = free_port()
+        super().__init__([binary, "-redis.addr", f"redis://127.0.0.1:{redis.port}",
+                          "-web.listen-address", f"127.0.0.1:{self.port}"], log=redis.dir / "exporter.log")  # fmt: skip
+
+    def start(self, timeout_s: float = 10.0) -> RedisExporter:
+        self.spawn()
+        if not wait_until(lambda: "redis_up 1" in self.metrics(), timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError(f"the exporter did not start: {self.output()}")
+        return self
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
 
 
 class SentinelGroup:

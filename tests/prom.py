@@ -30,6 +30,17 @@ JOB = "housing-api"
 
 # The one place that says which series only a Kubernetes cluster (with Istio) has: an expression
 # reading any of them must parse, but cannot return data from a service scraped on loopback.
+REDIS_JOB = "housing-api-redis"
+"""The job of the Redis servers' exporter sidecars (components/redis-sentinel)."""
+REDIS_EXPORTER_METRICS: dict[str, frozenset[str]] = {
+    "redis_evicted_keys_total": frozenset(),
+    "redis_memory_used_bytes": frozenset(),
+    "redis_memory_max_bytes": frozenset(),
+    "redis_instance_info": frozenset({"role", "redis_mode", "redis_version", "maxmemory_policy"}),
+    "redis_uptime_in_seconds": frozenset(),
+}
+"""What the rules and the runbook read from prometheus-redis-exporter, with the labels they use:
+test_alerts.py holds the real exporter binary to it."""
 K8S_ONLY_METRICS = frozenset(
     {
         "kube_deployment_status_replicas",  # kube-state-metrics
