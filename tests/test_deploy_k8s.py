@@ -43,6 +43,7 @@ KUBERNETES_VERSION = "1.32"
 
 API = "housing-api"  # Deployment, Service, HPA and PDB of the API
 REDIS = "housing-api-redis"  # Deployment and Service of the cache tier
+REDIS_JOB = "housing-api-redis"  # the job of the Redis exporters' series (prometheus/alerts.yaml)
 APP_UID = 10001
 SHUTDOWN_MARGIN_S = 2  # between the app's hard shutdown deadline and SIGKILL
 PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
@@ -964,9 +965,10 @@ def _istio_merges_metrics(objs: list[Obj], workload: Obj) -> list[str]:
 def check_pod_monitors(objs: list[Obj]) -> list[str]:
     """The PodMonitor selects exactly the API pods, names job housing-api, and scrapes a port that
     works: a declared app port without Istio; the merged 15020 under Istio's STRICT mTLS."""
-    monitors = of_kind(objs, "PodMonitor")
+    # The Redis exporters' own PodMonitor (components/redis-sentinel) is check_redis_exporter's.
+    monitors = [m for m in of_kind(objs, "PodMonitor") if m["metadata"]["name"] != REDIS]
     if len(monitors) != 1:
-        return [f"expected one PodMonitor, found {[ref(m) for m in monitors]}"]
+        return [f"expected one PodMonitor for the API, found {[ref(m) for m in monitors]}"]
     monitor = monitors[0]
     spec = monitor["spec"]
     selector = match_labels(spec["selector"])
@@ -1327,6 +1329,41 @@ def check_redis_ha(objs: list[Obj]) -> list[str]:
     return problems
 
 
+def check_redis_exporter(objs: list[Obj]) -> list[str]:
+    """Prod's Redis pods run prometheus-redis-exporter, Istio merges its metrics into 15020, a
+    PodMonitor scrapes that as job housing-api-redis (the alerts' job), and the Redis pods' NetworkPolicy
+    lets Prometheus in on 15020."""
+    redis = redis_workload(objs)
+    if redis is None:
+        return ["no Redis workload"]
+    problems = []
+    exporter = next((c for c in pod_spec(redis)["containers"] if "redis_exporter" in c["image"]), None)
+    if exporter is None:
+        return [f"{ref(redis)} runs no prometheus-redis-exporter"]
+    annotations = redis["spec"]["template"]["metadata"].get("annotations", {})
+    ports = {str(p["containerPort"]) for p in exporter.get("ports", [])}
+    if annotations.get("prometheus.io/port") not in ports:
+        problems.append(f"{ref(redis)} prometheus.io/port is not the exporter's port {sorted(ports)}")
+    problems += _istio_merges_metrics(objs, redis)
+    monitor = next(
+        (m for m in of_kind(objs, "PodMonitor") if selects(match_labels(m["spec"]["selector"]), pod_labels(redis))),
+        None,
+    )
+    if monitor is None:
+        return [*problems, f"no PodMonitor selects the pods of {ref(redis)}"]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        jobs = [r.get("replacement") for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
+        if jobs != [REDIS_JOB]:
+            problems.append(f"{ref(monitor)} gives job {jobs}, the alerts select {REDIS_JOB!r}")
+        if not _merged_address(endpoint):
+            problems.append(f"{ref(monitor)} does not scrape the merged {ISTIO_MERGED_PORT}")
+    rules = _named(objs, "NetworkPolicy", REDIS)["spec"].get("ingress", [])
+    if not any(str(PROMETHEUS_PEER) in map(str, _peers(r, "from")) and ISTIO_MERGED_PORT in
+               [p["port"] for p in r.get("ports", [])] for r in rules):  # fmt: skip
+        problems.append(f"the Redis pods do not admit Prometheus on {ISTIO_MERGED_PORT}")
+    return problems
+
+
 def check_sentinel_ports(objs: list[Obj]) -> list[str]:
     """With REDIS_MODE=sentinel, the API pods may reach the sentinels' port 26379, and the Redis pods
     admit it from the API and each other (replication and the sentinels' own traffic)."""
@@ -1386,6 +1423,7 @@ PROD_CHECKS: list[Check] = [
     check_redis_transport,
     check_redis_ha,
     check_sentinel_ports,
+    check_redis_exporter,
 ]
 
 
@@ -1425,6 +1463,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "redis_transport",
         "redis_ha",
         "sentinel_ports",
+        "redis_exporter",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1574,9 +1613,33 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     ),
     ("sentinel-port-closed-at-api", check_sentinel_ports, _drop_api_sentinel_egress, "not 6379 and 26379"),
     (
+        "redis-without-exporter",
+        check_redis_exporter,
+        lambda o: pod_spec(_redis(o))["containers"].pop(2),
+        "runs no prometheus-redis-exporter",
+    ),
+    (
+        "redis-exporter-wrong-job",
+        check_redis_exporter,
+        lambda o: _named(o, "PodMonitor", REDIS)["spec"]["podMetricsEndpoints"][0]["relabelings"].pop(),
+        "the alerts select 'housing-api-redis'",
+    ),
+    (
+        "redis-exporter-port-not-annotated",
+        check_redis_exporter,
+        lambda o: _redis(o)["spec"]["template"]["metadata"]["annotations"].__setitem__("prometheus.io/port", "6379"),
+        "not the exporter's port",
+    ),
+    (
+        "redis-exporter-scrape-blocked",
+        check_redis_exporter,
+        lambda o: _named(o, "NetworkPolicy", REDIS)["spec"]["ingress"].pop(),
+        "do not admit Prometheus",
+    ),
+    (
         "sentinel-port-closed-at-redis",
         check_sentinel_ports,
-        lambda o: _named(o, "NetworkPolicy", REDIS)["spec"]["ingress"].pop(),
+        lambda o: _named(o, "NetworkPolicy", REDIS)["spec"]["ingress"].pop(1),
         "from the Redis pods, not redis and sentinel",
     ),
     (
