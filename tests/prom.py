@@ -38,6 +38,11 @@ REDIS_EXPORTER_METRICS: dict[str, frozenset[str]] = {
     "redis_memory_max_bytes": frozenset(),
     "redis_instance_info": frozenset({"role", "redis_mode", "redis_version", "maxmemory_policy"}),
     "redis_uptime_in_seconds": frozenset(),
+    "redis_expired_keys_total": frozenset(),
+    "redis_keyspace_hits_total": frozenset(),
+    "redis_keyspace_misses_total": frozenset(),
+    "redis_connected_clients": frozenset(),
+    "redis_connected_slaves": frozenset(),
 }
 """What the rules and the runbook read from prometheus-redis-exporter, with the labels they use:
 test_alerts.py holds the real exporter binary to it."""
@@ -211,12 +216,15 @@ class Prometheus:
     """A Prometheus child process on a free loopback port, scraping `targets` every second."""
 
     def __init__(
-        self, binary: str, workdir: Path, targets: list[str], job: str = JOB, rule_files: tuple[Path, ...] = ()
-    ) -> None:
+        self, binary: str, workdir: Path, targets: list[str], job: str = JOB, rule_files: tuple[Path, ...] = (),
+        other_jobs: dict[str, list[str]] | None = None,
+    ) -> None:  # fmt: skip
         self.binary = binary
         self.dir = workdir
         self.targets = targets
         self.job = job
+        self.other_jobs = other_jobs or {}
+        """More scrape jobs, name -> targets (the Redis exporter's, for the dashboard's Redis row)."""
         self.rule_files = rule_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -226,7 +234,10 @@ class Prometheus:
         return json.dumps(  # JSON is YAML
             {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
+                "scrape_configs": [
+                    {"job_name": job, "static_configs": [{"targets": targets}]}
+                    for job, targets in {self.job: self.targets, **self.other_jobs}.items()
+                ],
                 "rule_files": [str(path) for path in self.rule_files],
             }
         )
