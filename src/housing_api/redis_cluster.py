@@ -197,7 +197,8 @@ class ClusterTier(RedisTier):
             node = self.cluster.nodes_manager.get_node_from_slot(slot)
             groups.setdefault(node.name, (node, []))[1].append(i)
         sent = [self._send(purpose, op, node, rows, work, replies) for node, rows in groups.values()]
-        answered = sum(await asyncio.gather(*sent))
+        # One master (a small batch, or the GET cache's one key): no tasks to gather.
+        answered = await sent[0] if len(sent) == 1 else sum(await asyncio.gather(*sent))
         if redirected := [i for i, reply in enumerate(replies) if isinstance(reply, AskError)]:
             await self._follow(purpose, op, redirected, work, replies)
         if not answered:
