@@ -141,6 +141,7 @@ class RedisServer(Proc):
     def start(self, timeout_s: float = 10.0, password: str | None = None) -> RedisServer:
         import redis
 
+        self.password = password
         self.spawn()
         client = redis.Redis(port=self.port, socket_timeout=0.2, password=password)
 
@@ -161,7 +162,7 @@ class RedisServer(Proc):
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(port=self.port, socket_timeout=2)
+        return redis.Redis(port=self.port, socket_timeout=2, password=getattr(self, "password", None))
 
 
 def redis_binary(name: str, install: str) -> str:

@@ -83,6 +83,18 @@ def test_a_micro_batch_costs_one_pipeline_per_master_for_reads_and_one_for_write
     assert 0 < cluster.masters()[0].client().ttl(next(iter(cluster.masters()[0].client().scan_iter()))) <= 600
 
 
+async def written(cluster: harness.RedisClusterNodes, keys: int, timeout_s: float = 10) -> None:
+    """Until the write-behind has put `keys` keys on the masters (bounded: a busy machine is slow)."""
+    deadline = time.monotonic() + timeout_s
+
+    def held() -> int:
+        return sum(m.client().dbsize() for m in cluster.masters())
+
+    while await asyncio.to_thread(held) < keys:
+        assert time.monotonic() < deadline, f"fewer than {keys} keys on the masters after {timeout_s} s"
+        await asyncio.sleep(0.05)
+
+
 def test_rows_and_get_responses_are_shared_through_the_cluster(cluster: harness.RedisClusterNodes) -> None:
     app = create_app(make_settings(**cluster_settings(cluster)))
 
@@ -90,12 +102,11 @@ def test_rows_and_get_responses_are_shared_through_the_cluster(cluster: harness.
         async with running_app(app) as client:
             body = distinct_rows(40)
             first = await client.post("/predict", json=body)
-            await asyncio.sleep(0.3)  # the write-behind
+            await written(cluster, 40)  # the write-behind
             second = await client.post("/predict", json=body)
-            gets = []
-            for _ in range(2):
-                gets.append(await client.get("/predict", params=body[0]))
-                await asyncio.sleep(0.3)
+            gets = [await client.get("/predict", params=body[0])]
+            await written(cluster, 41)  # and the GET response
+            gets.append(await client.get("/predict", params=body[0]))
             return [first.headers["X-Cache"], second.headers["X-Cache"], *(g.status_code for g in gets)]
 
     assert asyncio.run(scenario()) == ["MISS", "HIT", 200, 200]

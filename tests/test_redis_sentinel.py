@@ -49,19 +49,27 @@ def sentinel_settings(group: harness.SentinelGroup, **overrides: object) -> dict
     }  # fmt: skip
 
 
+async def written(server: harness.RedisServer, keys: int, timeout_s: float = 10) -> None:
+    """Until the write-behind has put `keys` keys on `server` (bounded: a busy machine is slow)."""
+    deadline = time.monotonic() + timeout_s
+    while await asyncio.to_thread(lambda: server.client().dbsize()) < keys:
+        assert time.monotonic() < deadline, f"fewer than {keys} keys on the master after {timeout_s} s"
+        await asyncio.sleep(0.05)
+
+
 def test_rows_are_shared_through_the_master_the_sentinels_name(group: harness.SentinelGroup) -> None:
     async def scenario() -> list[str]:
         app = create_app(make_settings(**sentinel_settings(group)))
         async with running_app(app) as client:
             body = distinct_rows(4)
             first = await client.post("/predict", json=body)
-            await asyncio.sleep(0.3)  # the write-behind
+            await written(group.master, 4)  # the rows, on the master the sentinels name
             second = await client.post("/predict", json=body)
             get = [await client.get("/predict", params=body[0]) for _ in range(2)]
+            await written(group.master, 5)  # and the GET response
             return [first.headers["X-Cache"], second.headers["X-Cache"], *(r.status_code for r in get)]
 
     assert asyncio.run(scenario()) == ["MISS", "HIT", 200, 200]
-    assert len(group.master.client().keys("*")) >= 5  # the rows and a GET response, on the master
 
 
 def test_sentinels_and_servers_take_the_one_password(tmp_path: Path) -> None:
@@ -74,7 +82,7 @@ def test_sentinels_and_servers_take_the_one_password(tmp_path: Path) -> None:
             async with running_app(app) as client:
                 body = distinct_rows(3)
                 await client.post("/predict", json=body)
-                await asyncio.sleep(0.3)
+                await written(group.master, 3)
                 return (await client.post("/predict", json=body)).headers["X-Cache"]
 
         assert asyncio.run(scenario()) == "HIT"
