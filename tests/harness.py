@@ -138,12 +138,12 @@ class RedisServer(Proc):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0, password: str | None = None) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, password: str | None = None, username: str | None = None) -> RedisServer:
         import redis
 
-        self.password = password
+        self.password, self.username = password, username
         self.spawn()
-        client = redis.Redis(port=self.port, socket_timeout=0.2, password=password)
+        client = redis.Redis(port=self.port, socket_timeout=0.2, username=username, password=password)
 
         def answers() -> bool:
             try:
@@ -162,7 +162,8 @@ class RedisServer(Proc):
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(port=self.port, socket_timeout=2, password=getattr(self, "password", None))
+        credentials = {"username": getattr(self, "username", None), "password": getattr(self, "password", None)}
+        return redis.Redis(port=self.port, socket_timeout=2, **credentials)
 
 
 def redis_binary(name: str, install: str) -> str:
@@ -183,7 +184,7 @@ class RedisSentinel(Proc):
     quick to act: the master is down after `down_after_ms` without an answer."""
 
     def __init__(self, tmp: Path, name: str, master_port: int, down_after_ms: int = 400,
-                 password: str | None = None) -> None:  # fmt: skip
+                 password: str | None = None, username: str | None = None) -> None:  # fmt: skip
         binary = redis_binary("redis-sentinel", SENTINEL_INSTALL)
         self.port = free_port()
         tmp.mkdir(parents=True, exist_ok=True)
@@ -192,8 +193,12 @@ class RedisSentinel(Proc):
                  f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
                  f"sentinel down-after-milliseconds {name} {down_after_ms}",
                  f"sentinel failover-timeout {name} 3000", f"sentinel parallel-syncs {name} 1"]  # fmt: skip
-        if password is not None:  # the servers' password, and the sentinels' own (one Secret)
+        if password is not None and username is None:  # the servers' password, and the sentinels' own
             lines += [f"sentinel auth-pass {name} {password}", f"requirepass {password}"]
+        elif password is not None:  # ACL users, as .k8s/components/redis-sentinel/configure.sh writes them
+            lines += [f"sentinel auth-user {name} sentinel", f"sentinel auth-pass {name} {password}",
+                      f"sentinel sentinel-user {username}", f"sentinel sentinel-pass {password}",
+                      "user default off", f"user {username} on >{password} allchannels +@all"]  # fmt: skip
         config.write_text("\n".join(lines) + "\n")
         super().__init__([binary, str(config)], log=tmp / "sentinel.log")
 
@@ -221,14 +226,21 @@ class RedisExporter(Proc):
 class SentinelGroup:
     """Redis Sentinel for real: a master, a replica following it, and three sentinels (quorum 2)."""
 
-    def __init__(self, tmp: Path, name: str = "housing", password: str | None = None) -> None:
+    def __init__(self, tmp: Path, name: str = "housing", password: str | None = None,
+                 acl: str | None = None, username: str | None = None) -> None:  # fmt: skip
+        """`acl` (a users.acl with the users `replica` and `sentinel`, and `username`): ACL users
+        instead of one password, as prod's Sentinel group runs."""
         self.name = name
         self.password = password
-        auth = ("--requirepass", password, "--masterauth", password) if password else ()
+        self.username = username
+        auth: tuple[str, ...] = ("--requirepass", password, "--masterauth", password) if password else ()
+        if acl is not None and password is not None:
+            (tmp / "users.acl").write_text(acl)
+            auth = ("--aclfile", str(tmp / "users.acl"), "--masteruser", "replica", "--masterauth", password)
         self.master = RedisServer(_mkdir(tmp / "master"), *auth)
         self.replica = RedisServer(_mkdir(tmp / "replica"), *auth, "--replicaof", "127.0.0.1", str(self.master.port))
-        self.sentinels = [RedisSentinel(tmp / f"sentinel-{i}", name, self.master.port, password=password)
-                          for i in range(3)]  # fmt: skip
+        self.sentinels = [RedisSentinel(tmp / f"sentinel-{i}", name, self.master.port, password=password,
+                                        username=username) for i in range(3)]  # fmt: skip
 
     @property
     def url(self) -> str:
@@ -236,8 +248,8 @@ class SentinelGroup:
         return "redis://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
 
     def start(self, timeout_s: float = 20.0) -> SentinelGroup:
-        self.master.start(password=self.password)
-        self.replica.start(password=self.password)
+        self.master.start(password=self.password, username=self.username)
+        self.replica.start(password=self.password, username=self.username)
         for sentinel in self.sentinels:
             sentinel.spawn()
         # Ready when every sentinel knows the replica and the two other sentinels.
@@ -253,7 +265,7 @@ class SentinelGroup:
     def sentinel_client(self, sentinel: RedisSentinel) -> Any:
         import redis
 
-        return redis.Redis(port=sentinel.port, password=self.password, socket_timeout=0.5)
+        return redis.Redis(port=sentinel.port, username=self.username, password=self.password, socket_timeout=0.5)
 
     def master_port(self) -> int:
         """The master's port as the first sentinel that answers names it."""

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import harness
+import httpx
 import pytest
-from conftest import MODEL_PATH, make_settings, running_app
+from conftest import MODEL_PATH, ROOT, make_settings, running_app
 from steady_load import SteadyLoad, distinct_rows
 
 from housing_api.app import create_app
@@ -125,3 +126,50 @@ def test_killing_the_master_under_load_fails_no_request_and_the_hit_ratio_recove
             f"replica promoted {promoted:.1f} s after the kill, hit ratio back {degraded:.1f} s after it; "
             f"{model_rows:.0f} rows from the model meanwhile"
         )
+
+
+# Prod's ACL users (docs/deployment.md, "Redis credentials"): the API's, the replicas', the sentinels'.
+ACL_PERMISSIONS = {
+    "housing-api": "resetkeys ~housing:* ~housing-http:* resetchannels -@all +ping +get +mget +ttl +set +evalsha "
+    "+script|load",
+    "replica": "-@all +psync +replconf +ping",
+    "sentinel": "allchannels -@all +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info "
+    "+client|setname +client|kill +script|kill",
+}
+
+
+def test_the_documented_acl_users_replicate_fail_over_and_serve(tmp_path: Path) -> None:
+    """The users.acl docs/deployment.md tells prod to create, and the sentinel configuration
+    .k8s/components/redis-sentinel/configure.sh writes: replication and a failover work, and the
+    API's restricted user reaches the new master through the sentinels."""
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert all(f"{user} on #%s {permissions}" in docs for user, permissions in ACL_PERMISSIONS.items())
+    acl = "user default off\n" + "".join(f"user {u} on >{PASSWORD} {p}\n" for u, p in ACL_PERMISSIONS.items())
+    try:
+        group = harness.SentinelGroup(tmp_path, password=PASSWORD, acl=acl, username="housing-api").start()
+    except harness.Unavailable as exc:
+        pytest.skip(str(exc))
+    settings = sentinel_settings(group, redis_username="housing-api", redis_password=PASSWORD, cache_prefix="housing")
+
+    async def cached(client: httpx.AsyncClient, body: list[dict[str, float]]) -> bool:
+        for _ in range(100):  # until the write-behind has landed (bounded)
+            if (await client.post("/predict", json=body)).headers["X-Cache"] == "HIT":
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def scenario() -> tuple[bool, bool]:
+        async with running_app(create_app(make_settings(**settings))) as client:
+            before = await cached(client, distinct_rows(3))
+            old_port = group.master.port
+            group.master.signal(signal.SIGKILL)
+            for _ in range(200):
+                if await asyncio.to_thread(group.master_port) != old_port:
+                    break
+                await asyncio.sleep(0.1)
+            return before, await cached(client, distinct_rows(5)[3:])
+
+    try:
+        assert asyncio.run(scenario()) == (True, True)
+    finally:
+        group.stop()
