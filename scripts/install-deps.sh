@@ -4,7 +4,8 @@
 #   - uv, from PyPI into ~/.local/bin (with Debian's python3-pip when pip is missing: Debian's
 #     python3 ships without it);
 #   - gcc, libc6-dev and python3-dev, to compile the inference kernel (src/housing_api/_fastpath.c);
-#   - redis-server, which the tests use, wrk, make bench's load generator, and procps (`uptime`,
+#   - redis-server, redis-sentinel and prometheus-redis-exporter, which the tests use, wrk, make
+#     bench's load generator, and procps (`uptime`,
 #     which the benchmarks record; a minimal Debian lacks it).
 # As root with apt-get it installs them. Otherwise it prints the one command to run, and fails
 # when `make run` cannot work without it (redis-server alone is a warning: those tests skip).
@@ -30,6 +31,9 @@ if [ -z "$(find_uv)" ] && ! python3 -m pip --version >/dev/null 2>&1; then requi
 command -v cc >/dev/null 2>&1 || required+=(gcc libc6-dev)
 python_headers || required+=(python3-dev)
 command -v redis-server >/dev/null 2>&1 || optional+=(redis-server)
+# The Sentinel and Cluster tests (redis-sentinel; redis-cli --cluster) and the exporter's metric check.
+command -v redis-sentinel >/dev/null 2>&1 || optional+=(redis-sentinel)
+command -v prometheus-redis-exporter >/dev/null 2>&1 || optional+=(prometheus-redis-exporter)
 command -v wrk >/dev/null 2>&1 || optional+=(wrk)
 command -v uptime >/dev/null 2>&1 || optional+=(procps)
 missing=("${required[@]}" "${optional[@]}")

@@ -23,6 +23,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
+SENTINEL_INSTALL = "apt-get update && apt-get install -y redis-sentinel redis-tools"
+EXPORTER_INSTALL = "apt-get update && apt-get install -y prometheus-redis-exporter"
 
 
 class Unavailable(RuntimeError):
@@ -33,6 +35,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and exists too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 55_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def wait_until(ready: Callable[[], bool], timeout_s: float = 5.0, interval_s: float = 0.02) -> bool:
@@ -107,11 +125,11 @@ class Proc:
 class RedisServer(Proc):
     """A redis-server child process on a free loopback port, configured as a cache."""
 
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, *extra: str, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise Unavailable(f"redis-server is not installed; install it with: {REDIS_INSTALL}")
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tmp
         super().__init__([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                           "--appendonly", "no", "--dir", str(tmp), "--protected-mode", "no", *extra])  # fmt: skip
@@ -120,13 +138,21 @@ class RedisServer(Proc):
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, password: str | None = None, username: str | None = None) -> RedisServer:
         import redis
 
+        self.password, self.username = password, username
         self.spawn()
-        client = redis.Redis(port=self.port, socket_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_timeout=0.2, username=username, password=password)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:  # not listening yet (a busy machine)
+                return False
+
         try:
-            if not wait_until(lambda: bool(client.ping()), timeout_s):
+            if not wait_until(answers, timeout_s):
                 self.stop()
                 raise RuntimeError("redis-server did not start")
         finally:
@@ -136,7 +162,203 @@ class RedisServer(Proc):
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(port=self.port)
+        credentials = {"username": getattr(self, "username", None), "password": getattr(self, "password", None)}
+        return redis.Redis(port=self.port, socket_timeout=2, **credentials)
+
+
+def redis_binary(name: str, install: str) -> str:
+    """redis-sentinel or redis-cli; as root with apt-get, Debian's packages are installed when missing."""
+    found = shutil.which(name)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        quiet = install.replace("apt-get ", "apt-get -qq ")
+        subprocess.run(["sh", "-c", quiet], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                       capture_output=True, timeout=300)  # fmt: skip
+        found = shutil.which(name)
+    if found is None:
+        raise Unavailable(f"{name} is not installed; install it with: {install}")
+    return found
+
+
+class RedisSentinel(Proc):
+    """A redis-sentinel child process on a free loopback port, watching one master under `name`,
+    quick to act: the master is down after `down_after_ms` without an answer."""
+
+    def __init__(self, tmp: Path, name: str, master_port: int, down_after_ms: int = 400,
+                 password: str | None = None, username: str | None = None) -> None:  # fmt: skip
+        binary = redis_binary("redis-sentinel", SENTINEL_INSTALL)
+        self.port = free_port()
+        tmp.mkdir(parents=True, exist_ok=True)
+        config = tmp / "sentinel.conf"  # sentinel rewrites its config file: one per process
+        lines = [f"port {self.port}", "bind 127.0.0.1", "protected-mode no", f"dir {tmp}",
+                 f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+                 f"sentinel down-after-milliseconds {name} {down_after_ms}",
+                 f"sentinel failover-timeout {name} 3000", f"sentinel parallel-syncs {name} 1"]  # fmt: skip
+        if password is not None and username is None:  # the servers' password, and the sentinels' own
+            lines += [f"sentinel auth-pass {name} {password}", f"requirepass {password}"]
+        elif password is not None:  # ACL users, as .k8s/components/redis-sentinel/configure.sh writes them
+            lines += [f"sentinel auth-user {name} sentinel", f"sentinel auth-pass {name} {password}",
+                      f"sentinel sentinel-user {username}", f"sentinel sentinel-pass {password}",
+                      "user default off", f"user {username} on >{password} allchannels +@all"]  # fmt: skip
+        config.write_text("\n".join(lines) + "\n")
+        super().__init__([binary, str(config)], log=tmp / "sentinel.log")
+
+
+class RedisExporter(Proc):
+    """Debian's prometheus-redis-exporter watching one redis-server, on a free loopback port."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        binary = redis_binary("prometheus-redis-exporter", EXPORTER_INSTALL)
+        self.port = free_port()
+        super().__init__([binary, "-redis.addr", f"redis://127.0.0.1:{redis.port}",
+                          "-web.listen-address", f"127.0.0.1:{self.port}"], log=redis.dir / "exporter.log")  # fmt: skip
+
+    def start(self, timeout_s: float = 10.0) -> RedisExporter:
+        self.spawn()
+        if not wait_until(lambda: "redis_up 1" in self.metrics(), timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError(f"the exporter did not start: {self.output()}")
+        return self
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
+
+
+class SentinelGroup:
+    """Redis Sentinel for real: a master, a replica following it, and three sentinels (quorum 2)."""
+
+    def __init__(self, tmp: Path, name: str = "housing", password: str | None = None,
+                 acl: str | None = None, username: str | None = None) -> None:  # fmt: skip
+        """`acl` (a users.acl with the users `replica` and `sentinel`, and `username`): ACL users
+        instead of one password, as prod's Sentinel group runs."""
+        self.name = name
+        self.password = password
+        self.username = username
+        auth: tuple[str, ...] = ("--requirepass", password, "--masterauth", password) if password else ()
+        if acl is not None and password is not None:
+            (tmp / "users.acl").write_text(acl)
+            auth = ("--aclfile", str(tmp / "users.acl"), "--masteruser", "replica", "--masterauth", password)
+        self.master = RedisServer(_mkdir(tmp / "master"), *auth)
+        self.replica = RedisServer(_mkdir(tmp / "replica"), *auth, "--replicaof", "127.0.0.1", str(self.master.port))
+        self.sentinels = [RedisSentinel(tmp / f"sentinel-{i}", name, self.master.port, password=password,
+                                        username=username) for i in range(3)]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL of REDIS_MODE=sentinel: the three sentinels."""
+        return "redis://" + ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels) + "/0"
+
+    def start(self, timeout_s: float = 20.0) -> SentinelGroup:
+        self.master.start(password=self.password, username=self.username)
+        self.replica.start(password=self.password, username=self.username)
+        for sentinel in self.sentinels:
+            sentinel.spawn()
+        # Ready when every sentinel knows the replica and the two other sentinels.
+        if not wait_until(lambda: all(self._settled(s) for s in self.sentinels), timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError("the sentinels did not find each other and the replica")
+        return self
+
+    def _settled(self, sentinel: RedisSentinel) -> bool:
+        state = self.sentinel_client(sentinel).sentinel_master(self.name)
+        return bool(state["num-slaves"] >= 1 and state["num-other-sentinels"] >= 2)
+
+    def sentinel_client(self, sentinel: RedisSentinel) -> Any:
+        import redis
+
+        return redis.Redis(port=sentinel.port, username=self.username, password=self.password, socket_timeout=0.5)
+
+    def master_port(self) -> int:
+        """The master's port as the first sentinel that answers names it."""
+        import redis
+
+        for sentinel in self.sentinels:
+            try:
+                return int(self.sentinel_client(sentinel).sentinel_get_master_addr_by_name(self.name)[1])
+            except (OSError, redis.RedisError):  # that one is down: ask the next
+                continue
+        raise RuntimeError("no sentinel answers")
+
+    def stop(self) -> None:
+        for proc in (*self.sentinels, self.replica, self.master):
+            proc.stop(timeout_s=5)
+
+
+class RedisClusterNodes:
+    """Redis Cluster for real: `masters` masters with `replicas` replicas each, created by
+    `redis-cli --cluster create`, quick to fail over (a node is failing after `node_timeout_ms`)."""
+
+    def __init__(self, tmp: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 500) -> None:
+        self.replicas = replicas
+        cluster = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-node-timeout", str(node_timeout_ms), "--cluster-replica-validity-factor", "0",
+                   "--maxmemory-policy", "allkeys-lru")  # fmt: skip
+        self.nodes = [RedisServer(_mkdir(tmp / f"node-{i}"), *cluster, port=free_cluster_port())
+                      for i in range(masters * (1 + replicas))]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL of REDIS_MODE=cluster: two seed nodes (the rest are discovered)."""
+        return "redis://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:2])
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterNodes:
+        cli = redis_binary("redis-cli", SENTINEL_INSTALL)
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        created = subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                                  "--cluster-yes"], capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+        if created.returncode != 0 or not wait_until(self.settled, timeout_s, interval_s=0.1):
+            self.stop()
+            raise RuntimeError(f"the cluster did not form: {created.stdout[-2000:]}{created.stderr[-2000:]}")
+        return self
+
+    def settled(self) -> bool:
+        """Every live node says cluster_state:ok and knows every other live node."""
+        infos = [n.client().cluster("info") for n in self.live()]
+        return all(i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) >= len(infos) for i in infos)
+
+    def live(self) -> list[RedisServer]:
+        """The nodes that answer (a node killed a moment ago may not have exited yet)."""
+        import redis
+
+        def answers(node: RedisServer) -> bool:
+            try:
+                return node.alive() and bool(node.client().ping())
+            except redis.ConnectionError:
+                return False
+
+        return [n for n in self.nodes if answers(n)]
+
+    def masters(self) -> list[RedisServer]:
+        """The live masters, as each of them says."""
+        return [n for n in self.live() if n.client().info("replication")["role"] == "master"]
+
+    def node_id(self, node: RedisServer) -> str:
+        node_id = node.client().cluster("myid")
+        return node_id.decode() if isinstance(node_id, bytes) else str(node_id)
+
+    def reshard(self, source: RedisServer, target: RedisServer, slots: int, timeout_s: float = 60) -> None:
+        """Move `slots` slots (and their keys) from one master to another, as an operator would."""
+        cli = redis_binary("redis-cli", SENTINEL_INSTALL)
+        done = subprocess.run(
+            [cli, "--cluster", "reshard", f"127.0.0.1:{source.port}", "--cluster-from", self.node_id(source),
+             "--cluster-to", self.node_id(target), "--cluster-slots", str(slots), "--cluster-yes",
+             "--cluster-pipeline", "100"], capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster reshard failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def stop(self) -> None:
+        for node in self.nodes:  # all at once: each takes a moment to shut down
+            if node.alive():
+                node.signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.stop(timeout_s=5)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 class ServiceProcess(Proc):

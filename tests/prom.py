@@ -30,6 +30,22 @@ JOB = "housing-api"
 
 # The one place that says which series only a Kubernetes cluster (with Istio) has: an expression
 # reading any of them must parse, but cannot return data from a service scraped on loopback.
+REDIS_JOB = "housing-api-redis"
+"""The job of the Redis servers' exporter sidecars (components/redis-sentinel)."""
+REDIS_EXPORTER_METRICS: dict[str, frozenset[str]] = {
+    "redis_evicted_keys_total": frozenset(),
+    "redis_memory_used_bytes": frozenset(),
+    "redis_memory_max_bytes": frozenset(),
+    "redis_instance_info": frozenset({"role", "redis_mode", "redis_version", "maxmemory_policy"}),
+    "redis_uptime_in_seconds": frozenset(),
+    "redis_expired_keys_total": frozenset(),
+    "redis_keyspace_hits_total": frozenset(),
+    "redis_keyspace_misses_total": frozenset(),
+    "redis_connected_clients": frozenset(),
+    "redis_connected_slaves": frozenset(),
+}
+"""What the rules and the runbook read from prometheus-redis-exporter, with the labels they use:
+test_alerts.py holds the real exporter binary to it."""
 K8S_ONLY_METRICS = frozenset(
     {
         "kube_deployment_status_replicas",  # kube-state-metrics
@@ -200,12 +216,15 @@ class Prometheus:
     """A Prometheus child process on a free loopback port, scraping `targets` every second."""
 
     def __init__(
-        self, binary: str, workdir: Path, targets: list[str], job: str = JOB, rule_files: tuple[Path, ...] = ()
-    ) -> None:
+        self, binary: str, workdir: Path, targets: list[str], job: str = JOB, rule_files: tuple[Path, ...] = (),
+        other_jobs: dict[str, list[str]] | None = None,
+    ) -> None:  # fmt: skip
         self.binary = binary
         self.dir = workdir
         self.targets = targets
         self.job = job
+        self.other_jobs = other_jobs or {}
+        """More scrape jobs, name -> targets (the Redis exporter's, for the dashboard's Redis row)."""
         self.rule_files = rule_files
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -215,7 +234,10 @@ class Prometheus:
         return json.dumps(  # JSON is YAML
             {
                 "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
+                "scrape_configs": [
+                    {"job_name": job, "static_configs": [{"targets": targets}]}
+                    for job, targets in {self.job: self.targets, **self.other_jobs}.items()
+                ],
                 "rule_files": [str(path) for path in self.rule_files],
             }
         )

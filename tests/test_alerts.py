@@ -20,6 +20,8 @@ import yaml
 from prom import (
     K8S_ONLY_METRICS,
     PROMETHEUS_INSTALL,
+    REDIS_EXPORTER_METRICS,
+    REDIS_JOB,
     PrometheusUnavailable,
     exported_series,
     load_dashboard,
@@ -41,8 +43,9 @@ LATENCY_BUDGET = 0.01
 # The Google SRE workbook's multiwindow, multi-burn-rate table: long window, short window, burn.
 PAGE_WINDOWS = {("1h", "5m", 14.4), ("6h", "30m", 6.0)}
 TICKET_WINDOWS = {("1d", "2h", 3.0), ("3d", "6h", 1.0)}
-# Series read from elsewhere: Prometheus's own per target, and kube-state-metrics.
+# Series read from elsewhere: Prometheus's own per target, kube-state-metrics, the Redis exporter.
 NOT_FROM_THE_APP = {"up", "kube_horizontalpodautoscaler_spec_max_replicas"} | K8S_ONLY_METRICS
+NOT_FROM_THE_APP |= set(REDIS_EXPORTER_METRICS)
 # Labels Prometheus adds to every scraped series (the target's), beside the app's own.
 TARGET_LABELS = {"job", "instance", "namespace", "pod"}
 # Written against the contracts of work in flight (see HELPERS.md): metric -> the labels it will
@@ -203,6 +206,8 @@ def test_every_alert_filters_to_this_service() -> None:
         for metric, matchers in re.findall(r"([A-Za-z_][\w]*)\{([^}]*)\}", expr):
             if metric.startswith("kube_"):
                 assert 'horizontalpodautoscaler="housing-api"' in matchers, (name, metric)
+            elif metric in REDIS_EXPORTER_METRICS:
+                assert f'job="{REDIS_JOB}"' in matchers, (name, metric)
             else:
                 assert 'job="housing-api"' in matchers, (name, metric)
 
@@ -218,6 +223,32 @@ def test_rules_read_only_metrics_and_labels_the_service_or_kubernetes_exports() 
                 labels = set(re.findall(r"(\w+)\s*[=!]~?", matchers))
                 extra = labels - exported[metric] - TARGET_LABELS - {lab for m, lab in AWAITED_LABELS if m == metric}
                 assert not extra, (name, metric, extra)
+
+
+def test_the_real_redis_exporter_exports_what_the_rules_read(tmp_path: Path) -> None:
+    """Debian's prometheus-redis-exporter against a real redis-server: every metric and label the
+    rules and the runbook read from it exists (an exporter upgrade that renames one fails here)."""
+    import harness
+
+    try:
+        server = harness.RedisServer(tmp_path, "--maxmemory", "10mb", "--maxmemory-policy", "allkeys-lru").start()
+    except harness.Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        exporter = harness.RedisExporter(server).start()
+    except harness.Unavailable as exc:
+        server.stop()
+        pytest.skip(str(exc))
+    try:
+        text = exporter.metrics()
+    finally:
+        exporter.stop()
+        server.stop()
+    for metric, labels in REDIS_EXPORTER_METRICS.items():
+        line = next((line for line in text.splitlines() if re.match(rf"{metric}[{{ ]", line)), None)
+        assert line is not None, metric
+        assert all(f"{label}=" in line for label in labels), (metric, line)
+    assert 'role="master"' in text and "redis_memory_max_bytes 1.048576e+07" in text
 
 
 def test_awaited_metrics_are_not_exported_yet() -> None:

@@ -94,6 +94,69 @@ def test_conflicting_redis_settings_are_refused(overrides: dict[str, str], messa
         make_settings(**overrides)
 
 
+@pytest.mark.parametrize(
+    ("env", "nodes"),
+    [
+        ({"REDIS_URL": "redis://redis:6380/2"}, [("redis", 6380)]),
+        (
+            {"REDIS_MODE": "sentinel", "REDIS_URL": "redis://s0,s1:26380,s2/0", "REDIS_SENTINEL_MASTER": "housing"},
+            [("s0", 26379), ("s1", 26380), ("s2", 26379)],
+        ),
+        ({"REDIS_MODE": "cluster", "REDIS_URL": "rediss://r0:7000,r1:7001"}, [("r0", 7000), ("r1", 7001)]),
+        ({"REDIS_MODE": "cluster", "REDIS_URL": "redis://r0/0"}, [("r0", 6379)]),
+    ],
+    ids=["standalone", "sentinel", "cluster-tls", "cluster-one-seed"],
+)
+def test_each_mode_reads_its_hosts_from_the_one_url(
+    env: dict[str, str], nodes: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None).redis_nodes() == nodes  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"redis_url": "redis://r0,r1/0"}, "names several hosts: set REDIS_MODE=sentinel or REDIS_MODE=cluster"),
+        ({"redis_mode": "sentinel", "redis_url": "redis://s0/0"}, "REDIS_MODE=sentinel needs REDIS_SENTINEL_MASTER"),
+        ({"redis_mode": "sentinel", "redis_sentinel_master": "m"}, "REDIS_MODE=sentinel needs REDIS_URL"),
+        ({"redis_mode": "cluster", "redis_url": "redis://r0,r1/3"}, "has database 0 only"),
+        ({"redis_mode": "cluster", "redis_url": "unix:///run/redis.sock"}, "needs a redis:// or rediss://"),
+        ({"redis_url": "redis://r0/0", "redis_sentinel_master": "m"}, "for REDIS_MODE=sentinel only"),
+        ({"redis_mode": "replicated", "redis_url": "redis://r0/0"}, "'standalone', 'sentinel' or 'cluster'"),
+    ],
+    ids=[
+        "hosts-without-mode",
+        "sentinel-without-master",
+        "sentinel-without-url",
+        "cluster-database",
+        "cluster-unix",
+        "master-without-sentinel",
+        "unknown-mode",
+    ],
+)
+def test_a_redis_shape_that_does_not_fit_its_mode_is_refused_in_one_line(
+    overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        make_settings(**overrides)
+    line = describe_settings_error(refused.value)
+    assert message in line and "\n" not in line, line
+
+
+def test_a_redis_shape_that_does_not_fit_stops_startup_with_one_line() -> None:
+    env = {"REDIS_MODE": "sentinel", "REDIS_URL": f"redis://:{PASSWORD}@s0,s1,s2/0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "housing_api", "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", **env}, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "housing-api: cannot start: REDIS_MODE=sentinel needs REDIS_SENTINEL_MASTER "
+        "(the master name the sentinels monitor)"
+    ), done.stderr
+
+
 def test_the_startup_log_names_redis_without_its_password(caplog: pytest.LogCaptureFixture) -> None:
     from conftest import app_client, free_port
 

@@ -14,6 +14,8 @@ from prom import (
     DASHBOARD,
     EXPORTED_METRICS,
     K8S_ONLY_METRICS,
+    REDIS_EXPORTER_METRICS,
+    REDIS_JOB,
     is_k8s_only,
     load_dashboard,
     metric_names,
@@ -83,6 +85,8 @@ def test_no_panel_reads_a_metric_the_service_does_not_export(dashboard: dict[str
         assert names, (panel["title"], target["expr"])
         if is_k8s_only(target["expr"]):
             assert names <= K8S_ONLY_METRICS, (panel["title"], names - K8S_ONLY_METRICS)
+        elif names & set(REDIS_EXPORTER_METRICS):  # the Redis row: the exporter's (test_alerts.py holds it)
+            assert names <= set(REDIS_EXPORTER_METRICS), (panel["title"], names - set(REDIS_EXPORTER_METRICS))
         else:
             assert names <= exported, (panel["title"], names - exported)
 
@@ -91,7 +95,12 @@ def test_every_service_selector_filters_by_job_and_namespace(dashboard: dict[str
     # Without them, another FastAPI app scraped by the same Prometheus would add its http_* series.
     for panel, target in queries(dashboard):
         for name, matchers in re.findall(r"([A-Za-z_:][\w:]*)\{([^}]*)\}", target["expr"]):
-            if name not in K8S_ONLY_METRICS:
+            if name in REDIS_EXPORTER_METRICS:  # the Redis servers' own job, the pods' namespace
+                assert f'job="{REDIS_JOB}"' in matchers and 'namespace=~"$namespace"' in matchers, (
+                    panel["title"],
+                    name,
+                )
+            elif name not in K8S_ONLY_METRICS:
                 assert 'job=~"$job"' in matchers and 'namespace=~"$namespace"' in matchers, (panel["title"], name)
 
 

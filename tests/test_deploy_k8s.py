@@ -43,6 +43,7 @@ KUBERNETES_VERSION = "1.32"
 
 API = "housing-api"  # Deployment, Service, HPA and PDB of the API
 REDIS = "housing-api-redis"  # Deployment and Service of the cache tier
+REDIS_JOB = "housing-api-redis"  # the job of the Redis exporters' series (prometheus/alerts.yaml)
 APP_UID = 10001
 SHUTDOWN_MARGIN_S = 2  # between the app's hard shutdown deadline and SIGKILL
 PUBLIC_PATHS = ("/predict", "/health", "/readyz", "/model", "/docs", "/openapi.json")
@@ -176,6 +177,11 @@ def match_labels(label_selector: Obj) -> dict[str, str]:
     # matchExpressions would need a real evaluator; we do not use them, so a check that meets
     # one fails loudly (an empty selector selects nothing here) rather than guessing.
     return {} if label_selector.get("matchExpressions") else label_selector.get("matchLabels", {})
+
+
+def redis_workload(objs: list[Obj]) -> Obj | None:
+    """The cache tier's workload: the base's Deployment, or a StatefulSet (components/redis-sentinel)."""
+    return next((w for w in workloads(objs) if w["metadata"]["name"] == REDIS), None)
 
 
 def api_deployment(objs: list[Obj]) -> Obj | None:
@@ -421,10 +427,10 @@ def check_service_selectors(objs: list[Obj]) -> list[str]:
         matched = [
             w for w in workloads(objs) if namespace_of(w) == namespace_of(svc) and selects(selector, pod_labels(w))
         ]
-        if [ref(w) for w in matched] != [f"Deployment/{svc['metadata']['name']}"]:
+        if [w["metadata"]["name"] for w in matched] != [svc["metadata"]["name"]]:
             problems.append(
                 f"{ref(svc)} selector {selector} matches {[ref(w) for w in matched]}, "
-                f"expected the pods of Deployment/{svc['metadata']['name']}"
+                f"expected the pods of the workload {svc['metadata']['name']}"
             )
             continue
         for port in svc["spec"]["ports"]:
@@ -647,7 +653,7 @@ def check_redis_url(objs: list[Obj]) -> list[str]:
 
 def check_redis_is_a_cache(objs: list[Obj]) -> list[str]:
     """Redis evicts (allkeys-lru) within a memory cap below its limit, and never persists."""
-    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    redis = redis_workload(objs)
     if redis is None:
         return [f"no Deployment/{REDIS}"]
     container = pod_spec(redis)["containers"][0]
@@ -959,9 +965,10 @@ def _istio_merges_metrics(objs: list[Obj], workload: Obj) -> list[str]:
 def check_pod_monitors(objs: list[Obj]) -> list[str]:
     """The PodMonitor selects exactly the API pods, names job housing-api, and scrapes a port that
     works: a declared app port without Istio; the merged 15020 under Istio's STRICT mTLS."""
-    monitors = of_kind(objs, "PodMonitor")
+    # The Redis exporters' own PodMonitor (components/redis-sentinel) is check_redis_exporter's.
+    monitors = [m for m in of_kind(objs, "PodMonitor") if m["metadata"]["name"] != REDIS]
     if len(monitors) != 1:
-        return [f"expected one PodMonitor, found {[ref(m) for m in monitors]}"]
+        return [f"expected one PodMonitor for the API, found {[ref(m) for m in monitors]}"]
     monitor = monitors[0]
     spec = monitor["spec"]
     selector = match_labels(spec["selector"])
@@ -1151,7 +1158,7 @@ def check_redis_auth(objs: list[Obj]) -> list[str]:
     """The API authenticates to Redis as the Secret's user with its password file, and Redis loads its
     ACL from the same Secret; the Secret is rendered (dev) or the one expected in the cluster."""
     deployment = api_deployment(objs)
-    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    redis = redis_workload(objs)
     if deployment is None or redis is None:
         return ["no API or Redis Deployment"]
     problems = []
@@ -1239,7 +1246,7 @@ def check_redis_transport(objs: list[Obj]) -> list[str]:
     """Prod: the API's Redis traffic is Istio mTLS: not excluded from the sidecar, Redis has a sidecar,
     and a STRICT PeerAuthentication refuses plaintext at the Redis pods."""
     deployment = api_deployment(objs)
-    redis = next((w for w in of_kind(objs, "Deployment") if w["metadata"]["name"] == REDIS), None)
+    redis = redis_workload(objs)
     if deployment is None or redis is None:
         return ["no API or Redis Deployment"]
     problems = []
@@ -1279,6 +1286,108 @@ def check_dev_redis_secret(objs: list[Obj]) -> list[str]:
     return problems
 
 
+# docs/capacity.md, "Redis memory": rows kept for the TTL at prod's largest fleet, cache rate 0.
+BYTES_PER_ROW = 198  # one server's (Sentinel: every server holds every row); bench/redis_memory.py
+NEW_ROWS_PER_POD_S = 180  # about 3,600 new rows/s at 20 pods (docs/capacity.md's table)
+
+
+def check_redis_ha(objs: list[Obj]) -> list[str]:
+    """Prod's Redis survives a node: a StatefulSet of at least 3 pods (server and sentinel each), one
+    per node (required anti-affinity), a PDB letting one go at a time, and --maxmemory at least
+    docs/capacity.md's formula for the HPA's maxReplicas: maxReplicas x new rows/s per pod x TTL x bytes."""
+    redis = redis_workload(objs)
+    if redis is None or redis["kind"] != "StatefulSet":
+        return [f"Redis is {ref(redis) if redis else 'absent'}, not a StatefulSet"]
+    problems = []
+    if redis["spec"].get("replicas", 1) < 3:
+        problems.append(f"{ref(redis)} has {redis['spec'].get('replicas', 1)} replicas: fewer than 3")
+    labels = pod_labels(redis)
+    terms = (
+        pod_spec(redis)
+        .get("affinity", {})
+        .get("podAntiAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    )
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname" and selects(match_labels(t["labelSelector"]), labels)
+               for t in terms):  # fmt: skip
+        problems.append(f"{ref(redis)} has no required anti-affinity across nodes")
+    pdbs = [p for p in of_kind(objs, "PodDisruptionBudget") if selects(match_labels(p["spec"]["selector"]), labels)]
+    if [p["spec"].get("maxUnavailable") for p in pdbs] != [1]:
+        problems.append(
+            f"{ref(redis)} needs one PodDisruptionBudget with maxUnavailable 1, has {[ref(p) for p in pdbs]}"
+        )
+    if container_port(redis, "sentinel") is None:
+        problems.append(f"{ref(redis)} runs no sentinel (a container port named sentinel)")
+    hpa = next(iter(of_kind(objs, "HorizontalPodAutoscaler")), None)
+    container = pod_spec(redis)["containers"][0]
+    flags = flag_values(container.get("command", [])[1:] + container.get("args", []))
+    if hpa is not None and "--maxmemory" in flags:
+        ttl = float(_config(objs).get("CACHE_TTL_SECONDS", 3600))
+        needed = hpa["spec"]["maxReplicas"] * NEW_ROWS_PER_POD_S * ttl * BYTES_PER_ROW
+        if redis_bytes(flags["--maxmemory"]) < needed:
+            problems.append(f"--maxmemory {flags['--maxmemory']} is below docs/capacity.md's {needed / 2**20:.0f} MiB")
+    return problems
+
+
+def check_redis_exporter(objs: list[Obj]) -> list[str]:
+    """Prod's Redis pods run prometheus-redis-exporter, Istio merges its metrics into 15020, a
+    PodMonitor scrapes that as job housing-api-redis (the alerts' job), and the Redis pods' NetworkPolicy
+    lets Prometheus in on 15020."""
+    redis = redis_workload(objs)
+    if redis is None:
+        return ["no Redis workload"]
+    problems = []
+    exporter = next((c for c in pod_spec(redis)["containers"] if "redis_exporter" in c["image"]), None)
+    if exporter is None:
+        return [f"{ref(redis)} runs no prometheus-redis-exporter"]
+    annotations = redis["spec"]["template"]["metadata"].get("annotations", {})
+    ports = {str(p["containerPort"]) for p in exporter.get("ports", [])}
+    if annotations.get("prometheus.io/port") not in ports:
+        problems.append(f"{ref(redis)} prometheus.io/port is not the exporter's port {sorted(ports)}")
+    problems += _istio_merges_metrics(objs, redis)
+    monitor = next(
+        (m for m in of_kind(objs, "PodMonitor") if selects(match_labels(m["spec"]["selector"]), pod_labels(redis))),
+        None,
+    )
+    if monitor is None:
+        return [*problems, f"no PodMonitor selects the pods of {ref(redis)}"]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        jobs = [r.get("replacement") for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
+        if jobs != [REDIS_JOB]:
+            problems.append(f"{ref(monitor)} gives job {jobs}, the alerts select {REDIS_JOB!r}")
+        if not _merged_address(endpoint):
+            problems.append(f"{ref(monitor)} does not scrape the merged {ISTIO_MERGED_PORT}")
+    rules = _named(objs, "NetworkPolicy", REDIS)["spec"].get("ingress", [])
+    if not any(str(PROMETHEUS_PEER) in map(str, _peers(r, "from")) and ISTIO_MERGED_PORT in
+               [p["port"] for p in r.get("ports", [])] for r in rules):  # fmt: skip
+        problems.append(f"the Redis pods do not admit Prometheus on {ISTIO_MERGED_PORT}")
+    return problems
+
+
+def check_sentinel_ports(objs: list[Obj]) -> list[str]:
+    """With REDIS_MODE=sentinel, the API pods may reach the sentinels' port 26379, and the Redis pods
+    admit it from the API and each other (replication and the sentinels' own traffic)."""
+    deployment, redis = api_deployment(objs), redis_workload(objs)
+    if deployment is None or redis is None:
+        return ["no API or Redis workload"]
+    if config_value(objs, deployment, pod_spec(deployment)["containers"][0], "REDIS_MODE") != "sentinel":
+        return []
+    redis_peer = str(({}, match_labels(redis["spec"]["selector"])))
+    problems = []
+    api_policy = _named(objs, "NetworkPolicy", API)["spec"]
+    api_ports = {p["port"] for r in api_policy.get("egress", []) if redis_peer in map(str, _peers(r, "to"))
+                 for p in r.get("ports", [])}  # fmt: skip
+    if not {6379, 26379} <= api_ports:
+        problems.append(f"the API's egress to Redis allows ports {sorted(api_ports, key=str)}, not 6379 and 26379")
+    api_peer = str(({}, match_labels(deployment["spec"]["selector"])))
+    for peer, who in ((api_peer, "the API"), (redis_peer, "the Redis pods")):
+        ports = {p["port"] for r in _named(objs, "NetworkPolicy", REDIS)["spec"].get("ingress", [])
+                 if peer in map(str, _peers(r, "from")) for p in r.get("ports", [])}  # fmt: skip
+        if "sentinel" not in ports or "redis" not in ports:
+            problems.append(f"the Redis pods admit ports {sorted(ports, key=str)} from {who}, not redis and sentinel")
+    return problems
+
+
 COMMON_CHECKS: list[Check] = [
     check_schemas,
     check_service_selectors,
@@ -1312,6 +1421,9 @@ PROD_CHECKS: list[Check] = [
     check_prod_model,
     check_connection_bounds,
     check_redis_transport,
+    check_redis_ha,
+    check_sentinel_ports,
+    check_redis_exporter,
 ]
 
 
@@ -1349,6 +1461,9 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "prod_model",
         "connection_bounds",
         "redis_transport",
+        "redis_ha",
+        "sentinel_ports",
+        "redis_exporter",
     ],
 )
 def test_prod_keeps_the_ingress_and_release_invariants(prod: list[Obj], check: Check) -> None:
@@ -1412,8 +1527,14 @@ def _config(objs: list[Obj]) -> dict[str, str]:
     return of_kind(objs, "ConfigMap")[0]["data"]
 
 
+def _redis(objs: list[Obj]) -> Obj:
+    redis = redis_workload(objs)
+    assert redis is not None
+    return redis
+
+
 def _redis_container(objs: list[Obj]) -> Obj:
-    return pod_spec(_named(objs, "Deployment", REDIS))["containers"][0]
+    return pod_spec(_redis(objs))["containers"][0]
 
 
 def _set_flag(objs: list[Obj], flag: str, value: str) -> None:
@@ -1456,7 +1577,7 @@ def _first_alert(objs: list[Obj]) -> Obj:
 
 
 def _redis_may_run_as_root(objs: list[Obj]) -> None:
-    del pod_spec(_named(objs, "Deployment", REDIS))["securityContext"]["runAsNonRoot"]
+    del pod_spec(_redis(objs))["securityContext"]["runAsNonRoot"]
     del _redis_container(objs)["securityContext"]["runAsNonRoot"]
 
 
@@ -1464,7 +1585,63 @@ def _fetch_model(objs: list[Obj]) -> Obj:
     return next(c for c in pod_spec(_api(objs))["initContainers"] if c["name"] == "fetch-model")
 
 
+def _drop_api_sentinel_egress(objs: list[Obj]) -> None:
+    for rule in _named(objs, "NetworkPolicy", API)["spec"]["egress"]:
+        rule["ports"] = [p for p in rule.get("ports", []) if p["port"] != 26379]
+
+
 MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
+    ("redis-ha-one-pod", check_redis_ha, lambda o: _redis(o)["spec"].__setitem__("replicas", 1), "fewer than 3"),
+    (
+        "redis-ha-same-node",
+        check_redis_ha,
+        lambda o: pod_spec(_redis(o)).pop("affinity"),
+        "no required anti-affinity",
+    ),
+    (
+        "redis-ha-no-pdb",
+        check_redis_ha,
+        lambda o: o.remove(_named(o, "PodDisruptionBudget", REDIS)),
+        "needs one PodDisruptionBudget",
+    ),
+    ("redis-ha-base-memory", check_redis_ha, lambda o: _set_flag(o, "--maxmemory", "192mb"), "below docs/capacity.md"),
+    (
+        "redis-ha-no-sentinel",
+        check_redis_ha,
+        lambda o: pod_spec(_redis(o))["containers"].pop(1),
+        "runs no sentinel",
+    ),
+    ("sentinel-port-closed-at-api", check_sentinel_ports, _drop_api_sentinel_egress, "not 6379 and 26379"),
+    (
+        "redis-without-exporter",
+        check_redis_exporter,
+        lambda o: pod_spec(_redis(o))["containers"].pop(2),
+        "runs no prometheus-redis-exporter",
+    ),
+    (
+        "redis-exporter-wrong-job",
+        check_redis_exporter,
+        lambda o: _named(o, "PodMonitor", REDIS)["spec"]["podMetricsEndpoints"][0]["relabelings"].pop(),
+        "the alerts select 'housing-api-redis'",
+    ),
+    (
+        "redis-exporter-port-not-annotated",
+        check_redis_exporter,
+        lambda o: _redis(o)["spec"]["template"]["metadata"]["annotations"].__setitem__("prometheus.io/port", "6379"),
+        "not the exporter's port",
+    ),
+    (
+        "redis-exporter-scrape-blocked",
+        check_redis_exporter,
+        lambda o: _named(o, "NetworkPolicy", REDIS)["spec"]["ingress"].pop(),
+        "do not admit Prometheus",
+    ),
+    (
+        "sentinel-port-closed-at-redis",
+        check_sentinel_ports,
+        lambda o: _named(o, "NetworkPolicy", REDIS)["spec"]["ingress"].pop(1),
+        "from the Redis pods, not redis and sentinel",
+    ),
     (
         "model-alias-in-prod",
         check_prod_model,
@@ -1574,9 +1751,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "redis-without-sidecar",
         check_redis_transport,
-        lambda o: _named(o, "Deployment", REDIS)["spec"]["template"]["metadata"]["labels"].__setitem__(
-            "sidecar.istio.io/inject", "false"
-        ),
+        lambda o: _redis(o)["spec"]["template"]["metadata"]["labels"].__setitem__("sidecar.istio.io/inject", "false"),
         "no sidecar",
     ),
     (
@@ -1635,7 +1810,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "service-selector",
         check_service_selectors,
         lambda o: _named(o, "Service")["spec"]["selector"].__setitem__("app.kubernetes.io/component", "web"),
-        "expected the pods of Deployment/housing-api",
+        "expected the pods of the workload housing-api",
     ),
     (
         "redis-service-selects-api",
@@ -1876,7 +2051,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
     (
         "redis-maxmemory-over-limit",
         check_redis_is_a_cache,
-        lambda o: _set_flag(o, "--maxmemory", "1gb"),
+        lambda o: _set_flag(o, "--maxmemory", "3gb"),
         "headroom",
     ),
     (
@@ -1929,7 +2104,7 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         lambda o: _named(o, "PodMonitor")["spec"]["selector"].__setitem__(
             "matchLabels", {"app.kubernetes.io/instance": "housing-api"}
         ),
-        "Deployment/housing-api-redis",
+        "StatefulSet/housing-api-redis",
     ),
     (
         "podmonitor-other-namespace",
@@ -2194,7 +2369,8 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
     args += [a for m in api.get("volumeMounts", []) if m["name"] in empty_dirs
              for a in (("-v", f"{store}:{m['mountPath']}:ro") if m["mountPath"] == config["MODEL_STORE"]
                        else ("--tmpfs", m["mountPath"]))]  # fmt: skip
-    args += [a for k, v in config.items() if k != "REDIS_URL" for a in ("-e", f"{k}={v}")]
+    where = ("REDIS_URL", "REDIS_MODE", "REDIS_SENTINEL_MASTER")  # where Redis is: nowhere, here
+    args += [a for k, v in config.items() if k not in where for a in ("-e", f"{k}={v}")]
     port = container_port(deployment, "http")
     assert port is not None
     container = Container(built_image[0], built_image[1], *args, port=port["containerPort"]).start()

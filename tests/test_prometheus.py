@@ -18,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import pytest
 from conftest import RedisServer
 from prom import (
     JOB,
     PROMETHEUS_INSTALL,
+    REDIS_JOB,
     TEST_VARIABLES,
     Prometheus,
     PrometheusUnavailable,
@@ -89,6 +91,13 @@ EXPECTED: dict[tuple[str, str], tuple[Labels, dict[str, set[str]]]] = {
     ("GC collections per second by generation", "A"): (frozenset({"generation"}), {"generation": {"0", "1", "2"}}),
     ("Process CPU per pod", "A"): (frozenset({"instance"}), ANY),
     ("Latency: gateway and app (p99)", "B"): (frozenset(), ANY),
+    # The Redis row: Debian's prometheus-redis-exporter on the stack's Redis (one server: an instance).
+    **{("Redis memory against maxmemory", ref): (frozenset({"instance"}), ANY) for ref in "AB"},
+    **{("Redis evictions and expirations per second", ref): (frozenset({"instance"}), ANY) for ref in "AB"},
+    ("Redis keyspace hit ratio", "A"): (frozenset({"instance"}), ANY),
+    ("Redis connected clients", "A"): (frozenset({"instance"}), ANY),
+    ("Redis roles and replicas", "A"): (frozenset({"role"}), {"role": {"master"}}),
+    ("Redis roles and replicas", "B"): (frozenset({"instance"}), ANY),
 }
 
 ROUNDS = 4
@@ -145,10 +154,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Left over from some other tool: `serve` must ignore it (one worker, nothing multiprocess).
     multiproc = tmp / "multiproc"
     multiproc.mkdir()
-    redis = RedisServer(tmp).start()
+    redis = RedisServer(tmp, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        exporter = harness.RedisExporter(redis).start()
+    except harness.Unavailable as exc:
+        redis.stop()
+        pytest.skip(str(exc))
     env = {"REDIS_URL": redis.url, "CACHE_PREFIX": "prom", "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
     server = Server({**env, **SERVER_ENV})
-    prometheus = Prometheus(binary, tmp, [f"127.0.0.1:{server.port}"])
+    redis_job = {REDIS_JOB: [f"127.0.0.1:{exporter.port}"]}
+    prometheus = Prometheus(binary, tmp, [f"127.0.0.1:{server.port}"], other_jobs=redis_job)
     try:
         prometheus.start()  # while the service loads its model
         server.wait_ready()
@@ -164,6 +179,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prometheus.stop()
         if server.proc.poll() is None:
             server.stop()
+        exporter.stop()
         redis.stop()
 
 

@@ -24,6 +24,7 @@ from housing_api.http_metrics import instrument
 from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
+from housing_api.redis_cluster import ClusterTier
 from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
@@ -118,21 +119,12 @@ async def _start(
     model = load_model(source.path, source.registry)
     # The estimator's name from model.json: model.estimator would unpickle it just for a label.
     metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
-    redis = None
-    if settings.redis_url:
-        redis = RedisTier(
-            settings.redis_url,
-            settings.redis_timeout_ms / 1000,
-            settings.cache_ttl_seconds,
-            settings.redis_retry_interval_s,
-            metrics,
-            connection=settings.redis_connection(),
+    redis = _redis_tier(settings, metrics)
+    if redis is not None and not await redis.ping():
+        log.warning(
+            "Redis at %s is not reachable at startup; starting degraded (model + in-process tier)",
+            redact_url(settings.redis_url or ""),
         )
-        if not await redis.ping():
-            log.warning(
-                "Redis at %s is not reachable at startup; starting degraded (model + in-process tier)",
-                redact_url(settings.redis_url),
-            )
     namespace = key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING)
     # The resolution chain, in the order a row travels it: the in-process tier, then Redis, then the
     # model. Every answer is kept in memory; what the model computes is written behind to Redis.
@@ -149,3 +141,17 @@ async def _start(
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)
     return service, redis
+
+
+def _redis_tier(settings: Settings, metrics: ServiceMetrics) -> RedisTier | None:
+    """The shared tier for REDIS_MODE: one server or the master the sentinels name, or a cluster."""
+    if not settings.redis_url:
+        return None
+    bounds = (settings.redis_timeout_ms / 1000, settings.cache_ttl_seconds, settings.redis_retry_interval_s, metrics)
+    if settings.redis_mode == "cluster":
+        tls = settings.redis_url.startswith("rediss://")
+        return ClusterTier(settings.redis_nodes(), *bounds, connection=settings.redis_connection(), tls=tls)
+    return RedisTier(
+        settings.redis_url, *bounds, connection=settings.redis_connection(),
+        sentinel_master=settings.redis_sentinel_master,
+    )  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
@@ -27,6 +28,7 @@ from housing_api.config import redact_urls
 from housing_api.metrics import GET, PING, SET, RedisOp, ServiceMetrics
 from housing_api.redis_channel import Channel
 from housing_api.redis_faults import OUTAGES, TIMEOUT, WRITES_REFUSED, BurstLog, classify
+from housing_api.redis_sentinel import sentinel_master as sentinel_master_client
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
@@ -108,8 +110,26 @@ class RedisTier:
 
     def __init__(
         self, url: str, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics,
-        connection: Mapping[str, Any] | None = None,
+        connection: Mapping[str, Any] | None = None, sentinel_master: str | None = None,
     ) -> None:  # fmt: skip
+        self._init_state(timeout_s, ttl_s, retry_interval_s, metrics)
+        client_kwargs = self.client_kwargs(connection)
+        self._sentinels: Sentinel | None = None
+        self.client: aioredis.Redis
+        if sentinel_master is not None:
+            self.client, self._sentinels = sentinel_master_client(url, sentinel_master, client_kwargs)
+        else:
+            self.client = aioredis.Redis.from_url(url, **client_kwargs)
+        pool = self.client.connection_pool
+        pool.connection_class = with_c_packing(pool.connection_class)
+        # The lookup and write-behind stages each send one command per micro-batch on a connection
+        # of their own (redis_channel.py); anything else goes through the client's pool.
+        self._reads = Channel(self.client)
+        self._writes = Channel(self.client)
+        self._scripting = True
+
+    def _init_state(self, timeout_s: float, ttl_s: int, retry_interval_s: float, metrics: ServiceMetrics) -> None:
+        """What every mode keeps: the bounds, and whether Redis is in use (the fault handling below)."""
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.retry_interval_s = retry_interval_s
@@ -118,29 +138,23 @@ class RedisTier:
         # Reads on the request path are bounded by asyncio.timeout(timeout_s); the socket timeout
         # is the longer write bound, because writes are write-behind and off the request path.
         self.write_timeout_s = max(timeout_s, WRITE_TIMEOUT_S)
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=self.write_timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-            # Credentials and TLS from their own settings (config.Settings.redis_connection), never the URL.
-            **(connection or {}),
-        )
-        pool = self.client.connection_pool
-        pool.connection_class = with_c_packing(pool.connection_class)
         self._down_until = 0.0
         self._degraded = False
         self._down_reason: str | None = None
         self._refused: str | None = None
         self._refused_at = 0.0
         self._burst = BurstLog(log)
-        # The lookup and write-behind stages each send one command per micro-batch on a connection
-        # of their own (redis_channel.py); anything else goes through the client's pool.
-        self._reads = Channel(self.client)
-        self._writes = Channel(self.client)
-        self._scripting = True
+
+    def client_kwargs(self, connection: Mapping[str, Any] | None) -> dict[str, Any]:
+        """redis-py connection settings of every mode: the bounds, no retries, and the credentials
+        and TLS from their own settings (config.Settings.redis_connection), never the URL."""
+        return {
+            "socket_timeout": self.write_timeout_s,
+            "socket_connect_timeout": self.timeout_s,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            **(connection or {}),
+        }
 
     @property
     def degraded(self) -> bool:
@@ -247,6 +261,8 @@ class RedisTier:
         await self._reads.close()
         await self._writes.close()
         await self.client.aclose()
+        if self._sentinels is not None:
+            await self._sentinels.aclose()
 
     def _failed(self, op: RedisOp, exc: BaseException, *, timeout_is_outage: bool = True) -> bool:
         """Count and say the failure by its reason; True when it is an outage (Redis out of use)."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+RedisMode = Literal["standalone", "sentinel", "cluster"]
+DEFAULT_PORTS: dict[str, int] = {"standalone": 6379, "sentinel": 26379, "cluster": 6379}
+"""The port of a host that names none in REDIS_URL: Redis's, or Sentinel's for the sentinels."""
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SECRET_SETTINGS = frozenset({"REDIS_PASSWORD"})
 """Settings whose value is never printed, not even in the error that refuses it."""
@@ -40,7 +43,17 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="redis:// or rediss:// URL of the shared cache tier, without credentials (REDIS_USERNAME, REDIS_PASSWORD_FILE); unset = in-process tier only.",
+        description="redis:// or rediss:// URL of the shared cache tier, without credentials (REDIS_USERNAME, REDIS_PASSWORD_FILE); unset = in-process tier only. Sentinel and Cluster name several hosts: redis://h1:26379,h2:26379/0.",
+    )
+    # One URL says where in every mode: the server, the sentinels, or the cluster's seed nodes. The
+    # mode says how to read it, rather than a scheme of our own (redis+sentinel://), because managed
+    # Redis hands out plain host:port endpoints and redis-py's clients take exactly these pieces.
+    redis_mode: RedisMode = Field(
+        "standalone",
+        description="standalone (one server), sentinel (REDIS_URL lists the sentinels; the client follows failovers) or cluster (REDIS_URL lists seed nodes; slot-aware).",
+    )
+    redis_sentinel_master: str | None = Field(
+        None, description="REDIS_MODE=sentinel: the master name the sentinels monitor (`sentinel monitor <name> ...`)."
     )
     # The connection surface that every Redis mode reads (one server now; Sentinel and Cluster
     # later): where from the URL, who and how secret from these, each from a Kubernetes Secret.
@@ -143,13 +156,37 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (for example redis://127.0.0.1:6379/0)")
         if value and not value.startswith("unix://"):
             try:
-                parts = urlsplit(value)
-                parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
+                hosts = redis_hosts(value, 6379)
             except ValueError:
                 raise ValueError("is not a valid URL (host, port and database: redis://host:6379/0)") from None
-            if not parts.hostname:
+            if not all(host for host, _ in hosts):
                 raise ValueError("names no host (for example redis://127.0.0.1:6379/0)")
         return value or None
+
+    @model_validator(mode="after")
+    def _url_fits_the_mode(self) -> Settings:
+        mode, url = self.redis_mode, self.redis_url
+        if self.redis_sentinel_master and mode != "sentinel":
+            raise ValueError("REDIS_SENTINEL_MASTER is for REDIS_MODE=sentinel only")
+        if url is None:
+            if mode != "standalone":
+                raise ValueError(f"REDIS_MODE={mode} needs REDIS_URL (for example {MODE_EXAMPLES[mode]})")
+            return self
+        if mode != "standalone" and url.startswith("unix://"):
+            raise ValueError(
+                f"REDIS_MODE={mode} needs a redis:// or rediss:// REDIS_URL (for example {MODE_EXAMPLES[mode]})"
+            )
+        if mode == "standalone" and not url.startswith("unix://") and len(redis_hosts(url, 6379)) > 1:
+            raise ValueError("REDIS_URL names several hosts: set REDIS_MODE=sentinel or REDIS_MODE=cluster")
+        if mode == "sentinel" and not self.redis_sentinel_master:
+            raise ValueError("REDIS_MODE=sentinel needs REDIS_SENTINEL_MASTER (the master name the sentinels monitor)")
+        if mode == "cluster" and redis_database(url) != 0:
+            raise ValueError("REDIS_MODE=cluster has database 0 only: end REDIS_URL with /0 or nothing")
+        return self
+
+    def redis_nodes(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs of REDIS_URL: the server, the sentinels or the cluster's seed nodes."""
+        return redis_hosts(self.redis_url or "", DEFAULT_PORTS[self.redis_mode])
 
     @model_validator(mode="after")
     def _one_source_per_redis_credential(self) -> Settings:
@@ -191,6 +228,30 @@ class Settings(BaseSettings):
                 f"MAX_QUEUED_ROWS ({self.max_queued_rows}) must be >= MAX_BATCH_ROWS ({self.max_batch_rows})"
             )
         return self
+
+
+MODE_EXAMPLES: dict[str, str] = {
+    "standalone": "redis://redis:6379/0",
+    "sentinel": "redis://sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/0",
+    "cluster": "redis://redis-0:6379,redis-1:6379,redis-2:6379",
+}
+
+
+def redis_hosts(url: str, default_port: int) -> list[tuple[str, int]]:
+    """(host, port) of each comma-separated host of a redis:// URL's authority, credentials dropped;
+    ValueError for a port that is not a number. `[::1]:6379` keeps its brackets off."""
+    authority = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    hosts = []
+    for part in authority.split(","):
+        parsed = urlsplit(f"//{part.strip()}")
+        hosts.append((parsed.hostname or "", parsed.port or default_port))
+    return hosts
+
+
+def redis_database(url: str) -> int:
+    """The database number of a redis:// URL's path (/0 or none: 0)."""
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 class ConfigurationError(ValueError):
