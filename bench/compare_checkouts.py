@@ -14,9 +14,10 @@ throughput does. Medians over the rounds.
 however busy the machine is: each checkout's service runs under valgrind's callgrind with
 instrumentation off (`--instr-atstart=no`, so startup is only a few times slower), is warmed up
 with --warmup requests, then `callgrind_control -i on` starts counting, --requests requests are sent
-one after another on one keep-alive connection by a small client in this process, each followed by
-a --pause-ms pause (so a miss's write-behind to Redis runs alone: writes that pile up share one
-EVALSHA, and how many do would depend on timing), and `callgrind_control -d` dumps the count. Instructions per request cover everything the process does
+one after another on one keep-alive connection by a small client in this process, each miss
+followed by a wait for its write-behind to reach Redis (writes that pile up share one EVALSHA, and
+how many do would depend on timing) and each request by a --pause-ms pause, and
+`callgrind_control -d` dumps the count. Instructions per request cover everything the process does
 in that window (parsing, the app, the event loop's wake-ups, Redis I/O on the miss path), not what
 the client or redis-server do. Misses use a distinct row per request (a fixed sequence, so every run
 sends the same bytes), hits one row; PYTHONHASHSEED is fixed. Slow (a request takes ~10 ms under
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -112,12 +114,19 @@ def instructions(out_file: Path) -> int:
     raise ValueError(f"no totals in {out_file}")
 
 
+def written(redis: Any, before: int) -> None:
+    """Until the miss's write-behind has reached Redis (bounded)."""
+    deadline = time.monotonic() + 5
+    while redis.dbsize() <= before and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def counted_run(
-    checkout: Path, redis_url: str, prefix: str, scenario: str, args: argparse.Namespace, tmp: Path
+    checkout: Path, redis: RedisServer, prefix: str, scenario: str, args: argparse.Namespace, tmp: Path
 ) -> float:
     """Instructions per request of one scenario, counted by callgrind (see the module docstring)."""
     out = tmp / f"callgrind.{prefix}"
-    env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis_url, "CACHE_PREFIX": prefix,
+    env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
            "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0"}  # fmt: skip
     service = ServiceProcess(env, checkout=checkout)
     service.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *service.argv]
@@ -125,19 +134,23 @@ def counted_run(
     try:
         bodies = (HIT_BODY for _ in iter(int, 1)) if scenario == "hit" else (miss_body(n) for n in range(10**7))
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
-        for _ in range(args.warmup):
+        client = redis.client()
+        for n in range(args.warmup + args.requests):
+            if n == args.warmup:
+                callgrind(service.pid, "-i", "on")
+            keys = client.dbsize()
             send(conn, next(bodies))
-        callgrind(service.pid, "-i", "on")
-        for _ in range(args.requests):
-            send(conn, next(bodies))
-            # Lets the miss's write-behind finish alone: writes that pile up share one EVALSHA, and
-            # how many do depends on timing, which is what this mode leaves out.
+            # Each miss's write-behind runs alone: writes that pile up share one EVALSHA, and how
+            # many do would depend on timing, which is what this mode leaves out.
+            if scenario == "miss":
+                written(client, keys)
             time.sleep(args.pause_ms / 1000)
         callgrind(service.pid, "-d")
         conn.close()
+        client.close()
         dumps = sorted(tmp.glob(f"callgrind.{prefix}.*"))
         assert len(dumps) == 1, dumps
-        return instructions(dumps[0]) / args.requests
+        return instructions(dumps[0]) / int(args.requests)
     finally:
         service.stop()
 
@@ -150,7 +163,7 @@ def count_instructions(variants: dict[str, Path], args: argparse.Namespace) -> N
             for r in range(args.rounds):
                 for name, checkout in variants.items():
                     for scenario in ("hit", "miss"):
-                        ir = counted_run(checkout, redis.url, f"ir{r}{name}{scenario}", scenario, args, Path(tmp))
+                        ir = counted_run(checkout, redis, f"ir{r}{name}{scenario}", scenario, args, Path(tmp))
                         results.setdefault((name, scenario), []).append(ir)
                         print(f"round {r} {name:10s} {scenario:4s} {ir:10.0f} instructions/request", flush=True)
         finally:
@@ -170,7 +183,7 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--requests", type=int, default=400, help="--instructions: requests counted per scenario")
     parser.add_argument("--warmup", type=int, default=200, help="--instructions: requests before counting")
-    parser.add_argument("--pause-ms", type=float, default=20, help="--instructions: pause after each request")
+    parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
     args = parser.parse_args()
     variants = {name: Path(path).resolve() for name, path in (c.split("=", 1) for c in args.checkouts)}
     if args.instructions:
