@@ -94,9 +94,18 @@ def miss_body(n: int) -> bytes:
 HIT_BODY = ("[" + ROW % "8.3252" + "]").encode()
 
 
-def send(conn: http.client.HTTPConnection, body: bytes) -> None:
-    conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-    response = conn.getresponse()
+def send(conn: http.client.HTTPConnection, body: bytes, retry: bool = True) -> None:
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+    except (ConnectionError, http.client.RemoteDisconnected):
+        # The server closed the idle connection (callgrind_control can take longer than an old
+        # checkout's keep-alive timeout): open another, once.
+        conn.close()
+        if not retry:
+            raise
+        send(conn, body, retry=False)
+        return
     response.read()
     assert response.status == 200, response.status
 
