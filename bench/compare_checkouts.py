@@ -20,7 +20,9 @@ how many do would depend on timing) and each request by a --pause-ms pause, and
 `callgrind_control -d` dumps the count. Instructions per request cover everything the process does
 in that window (parsing, the app, the event loop's wake-ups, Redis I/O on the miss path), not what
 the client or redis-server do. Misses use a distinct row per request (a fixed sequence, so every run
-sends the same bytes), hits one row; PYTHONHASHSEED is fixed. Slow (a request takes ~10 ms under
+sends the same bytes), hits one row; PYTHONHASHSEED is fixed, and REDIS_TIMEOUT_MS raised so that
+Redis calls slowed down by callgrind do not time out (which took Redis out of use in some runs and
+not others: misses then varied by 9%). Slow (a request takes ~10 ms under
 callgrind), so a few hundred requests per scenario; one round is enough (docs/benchmarks.md,
 "Instructions per request" has the repeatability).
 """
@@ -124,9 +126,11 @@ def instructions(out_file: Path) -> int:
 
 
 def written(redis: Any, before: int) -> None:
-    """Until the miss's write-behind has reached Redis (bounded)."""
+    """Until the miss's write-behind has reached Redis; an error if it does not within 5 s."""
     deadline = time.monotonic() + 5
-    while redis.dbsize() <= before and time.monotonic() < deadline:
+    while redis.dbsize() <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("a miss was not written to Redis: was Redis out of use (timeouts)?")
         time.sleep(0.001)
 
 
@@ -135,8 +139,9 @@ def counted_run(
 ) -> float:
     """Instructions per request of one scenario, counted by callgrind (see the module docstring)."""
     out = tmp / f"callgrind.{prefix}"
+    # Redis' 50 ms timeout would fire under callgrind's slowdown, and a Redis out of use is a cheaper path.
     env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
-           "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0"}  # fmt: skip
+           "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0", "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
     service = ServiceProcess(env, checkout=checkout)
     service.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *service.argv]
     service.start(timeout_s=600)
@@ -172,7 +177,8 @@ def count_instructions(variants: dict[str, Path], args: argparse.Namespace) -> N
             for r in range(args.rounds):
                 for name, checkout in variants.items():
                     for scenario in ("hit", "miss"):
-                        ir = counted_run(checkout, redis, f"ir{r}{name}{scenario}", scenario, args, Path(tmp))
+                        dumps = args.dumps or Path(tmp)
+                        ir = counted_run(checkout, redis, f"ir{r}{name}{scenario}", scenario, args, dumps)
                         results.setdefault((name, scenario), []).append(ir)
                         print(f"round {r} {name:10s} {scenario:4s} {ir:10.0f} instructions/request", flush=True)
         finally:
@@ -192,6 +198,7 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--requests", type=int, default=400, help="--instructions: requests counted per scenario")
     parser.add_argument("--warmup", type=int, default=200, help="--instructions: requests before counting")
+    parser.add_argument("--dumps", type=Path, help="--instructions: keep callgrind's dumps here (callgrind_annotate)")
     parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
     args = parser.parse_args()
     variants = {name: Path(path).resolve() for name, path in (c.split("=", 1) for c in args.checkouts)}
