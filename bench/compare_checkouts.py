@@ -1,6 +1,7 @@
-"""Two checkouts of the service side by side under wrk: one-row hits and misses, alternating rounds.
+"""Two checkouts of the service side by side: one-row POST /predict hits and misses.
 
     .venv/bin/python bench/compare_checkouts.py before=/path/to/old/checkout after=. [--rounds 4 --seconds 6]
+    .venv/bin/python bench/compare_checkouts.py before=/old/checkout after=. [more=...] --instructions [--requests 400]
 
 Each checkout needs its C extension built in its src/ (`make install` there). For a change of the
 request path (issue 10's rule: hits and misses may not drop by more than 5%). Every round starts
@@ -8,18 +9,37 @@ each checkout's service in turn against one throwaway redis-server, warms it for
 wrk (1 thread, 32 connections) for --seconds. Besides requests/s it reports the server's CPU time
 per request, read from /proc, which depends much less on what else the machine runs than
 throughput does. Medians over the rounds.
+
+--instructions counts what the server executes instead of timing it, which gives the same number
+however busy the machine is: each checkout's service runs under valgrind's callgrind with
+instrumentation off (`--instr-atstart=no`, so startup is only a few times slower), is warmed up
+with --warmup requests, then `callgrind_control -i on` starts counting, --requests requests are sent
+one after another on one keep-alive connection by a small client in this process, each miss
+followed by a wait for its write-behind to reach Redis (writes that pile up share one EVALSHA, and
+how many do would depend on timing) and each request by a --pause-ms pause, and
+`callgrind_control -d` dumps the count. Instructions per request cover everything the process does
+in that window (parsing, the app, the event loop's wake-ups, Redis I/O on the miss path), not what
+the client or redis-server do. Misses use a distinct row per request (a fixed sequence, so every run
+sends the same bytes), hits one row; PYTHONHASHSEED is fixed, and REDIS_TIMEOUT_MS raised so that
+Redis calls slowed down by callgrind do not time out (which took Redis out of use in some runs and
+not others: misses then varied by 9%). Slow (a request takes ~10 ms under
+callgrind), so a few hundred requests per scenario; one round is enough (docs/benchmarks.md,
+"Instructions per request" has the repeatability).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -68,13 +88,127 @@ def one_run(checkout: Path, redis_url: str, prefix: str, script: Path, seconds: 
         service.stop()
 
 
+def miss_body(n: int) -> bytes:
+    """The n-th miss row: the same sequence every run, a row no earlier request sent."""
+    return ("[" + ROW % f"{1 + n / 1e7:.7f}" + "]").encode()
+
+
+HIT_BODY = ("[" + ROW % "8.3252" + "]").encode()
+
+
+def send(conn: http.client.HTTPConnection, body: bytes, retry: bool = True) -> None:
+    try:
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+    except (ConnectionError, http.client.RemoteDisconnected):
+        # The server closed the idle connection (callgrind_control can take longer than an old
+        # checkout's keep-alive timeout): open another, once.
+        conn.close()
+        if not retry:
+            raise
+        send(conn, body, retry=False)
+        return
+    response.read()
+    assert response.status == 200, response.status
+
+
+def callgrind(pid: int, *command: str) -> None:
+    # vgdb underneath: it reaches the process even while it sleeps in epoll_wait.
+    subprocess.run(["callgrind_control", *command, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def instructions(out_file: Path) -> int:
+    """The total Ir of a callgrind dump."""
+    for line in out_file.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {out_file}")
+
+
+def written(redis: Any, before: int) -> None:
+    """Until the miss's write-behind has reached Redis; an error if it does not within 5 s."""
+    deadline = time.monotonic() + 5
+    while redis.dbsize() <= before:
+        if time.monotonic() > deadline:
+            raise RuntimeError("a miss was not written to Redis: was Redis out of use (timeouts)?")
+        time.sleep(0.001)
+
+
+def counted_run(
+    checkout: Path, redis: RedisServer, prefix: str, scenario: str, args: argparse.Namespace, tmp: Path
+) -> float:
+    """Instructions per request of one scenario, counted by callgrind (see the module docstring)."""
+    out = tmp / f"callgrind.{prefix}"
+    # Redis' 50 ms timeout would fire under callgrind's slowdown, and a Redis out of use is a cheaper path.
+    env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
+           "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0", "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
+    service = ServiceProcess(env, checkout=checkout)
+    service.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *service.argv]
+    service.start(timeout_s=600)
+    try:
+        bodies = (HIT_BODY for _ in iter(int, 1)) if scenario == "hit" else (miss_body(n) for n in range(10**7))
+        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
+        client = redis.client()
+        for n in range(args.warmup + args.requests):
+            if n == args.warmup:
+                callgrind(service.pid, "-i", "on")
+            keys = client.dbsize()
+            send(conn, next(bodies))
+            # Each miss's write-behind runs alone: writes that pile up share one EVALSHA, and how
+            # many do would depend on timing, which is what this mode leaves out.
+            if scenario == "miss":
+                written(client, keys)
+            time.sleep(args.pause_ms / 1000)
+        callgrind(service.pid, "-d")
+        conn.close()
+        client.close()
+        dumps = sorted(tmp.glob(f"callgrind.{prefix}.*"))
+        assert len(dumps) == 1, dumps
+        return instructions(dumps[0]) / int(args.requests)
+    finally:
+        service.stop()
+
+
+def count_instructions(variants: dict[str, Path], args: argparse.Namespace) -> None:
+    results: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = RedisServer(Path(tmp)).start()
+        try:
+            for r in range(args.rounds):
+                for name, checkout in variants.items():
+                    for scenario in ("hit", "miss"):
+                        dumps = args.dumps or Path(tmp)
+                        ir = counted_run(checkout, redis, f"ir{r}{name}{scenario}", scenario, args, dumps)
+                        results.setdefault((name, scenario), []).append(ir)
+                        print(f"round {r} {name:10s} {scenario:4s} {ir:10.0f} instructions/request", flush=True)
+        finally:
+            redis.stop()
+    first, *others = variants
+    for scenario in ("hit", "miss"):
+        a = statistics.median(results[(first, scenario)])
+        vs = [f"{o} {(b := statistics.median(results[(o, scenario)])):.0f} ({b / a:.3f}x)" for o in others]
+        print(f"{scenario}: instructions per request {first} {a:.0f} vs {', '.join(vs)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkouts", nargs=2, help="NAME=PATH, twice")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("checkouts", nargs="+", help="NAME=PATH, twice (--instructions: twice or more)")
+    parser.add_argument("--rounds", type=int, help="4 by default; 1 with --instructions")
     parser.add_argument("--seconds", default="6s")
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument("--requests", type=int, default=400, help="--instructions: requests counted per scenario")
+    parser.add_argument("--warmup", type=int, default=200, help="--instructions: requests before counting")
+    parser.add_argument("--dumps", type=Path, help="--instructions: keep callgrind's dumps here (callgrind_annotate)")
+    parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
     args = parser.parse_args()
     variants = {name: Path(path).resolve() for name, path in (c.split("=", 1) for c in args.checkouts)}
+    if args.instructions:
+        args.rounds = args.rounds or 1
+        count_instructions(variants, args)
+        return
+    if len(variants) != 2:
+        parser.error("give two checkouts")
+    args.rounds = args.rounds or 4
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         scripts = {"hit": Path(tmp) / "hit.lua", "miss": Path(tmp) / "miss.lua"}

@@ -568,13 +568,13 @@ def test_bodies_being_read_are_bounded_in_memory_and_refused_with_429() -> None:
                 yield b"]"
 
             held = [asyncio.create_task(c.post("/predict", content=slow_body())) for _ in range(2)]
-            while app.state.body_budget.held < 1_400_000:
+            while app.state.services.body.budget.held < 1_400_000:
                 await asyncio.sleep(0.01)
             third = await c.post("/predict", content=b"[" + b" " * 700_000 + b"]")
             assert third.status_code == 429 and "bodies being read" in third.json()["detail"]
             gate.set()
             assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
-            assert app.state.body_budget.held == 0
+            assert app.state.services.body.budget.held == 0
 
     asyncio.run(scenario())
 
@@ -587,7 +587,7 @@ def test_oversized_chunked_bodies_give_back_exactly_what_they_took() -> None:
     async def scenario() -> None:
         # 2 slots x 1024 bytes: the budget is 2048.
         app = create_app(make_settings(max_inflight_requests=2, max_body_bytes=1024))
-        budget = app.state.body_budget
+        budget = app.state.services.body.budget
 
         async def oversized() -> Any:
             for _ in range(3):

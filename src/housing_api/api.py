@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Annotated, Any
 
 import orjson
@@ -12,13 +10,13 @@ from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_cache.decorator import cache
-from prometheus_client import Counter
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
-from housing_api.deps import HttpCacheDep, ServiceDep
+from housing_api.body import BodyTooLarge, UnsupportedMediaType, check_json_body
+from housing_api.deps import Services
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
 from housing_api.http_cache import RowResponseCoder, row_key_builder, stable_etag
 from housing_api.registry import public_view
@@ -34,15 +32,6 @@ from housing_api.schemas import (
 from housing_api.service import CacheStatus
 
 log = logging.getLogger(__name__)
-JSON_TYPES = ("application/json",)
-
-
-class BodyTooLarge(Exception):
-    """The request body is over MAX_BODY_BYTES."""
-
-
-class UnsupportedMediaType(Exception):
-    """The body is declared as something other than JSON, or as encoded (gzip, ...)."""
 
 
 class InvalidBatch(Exception):
@@ -76,10 +65,10 @@ async def _invalid_query(_: Request, exc: Exception) -> Response:
     return _error(422, f"field {first.field}: {first.message}", errors=errors)
 
 
-async def _too_large(request: Request, _: Exception) -> Response:
-    limit = request.app.state.settings.max_body_bytes
+async def _too_large(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTooLarge)
     # The rest of the body is not read; closing the connection keeps the client from sending it.
-    return _error(413, f"request body is larger than {limit} bytes", headers={"Connection": "close"})
+    return _error(413, str(exc), headers={"Connection": "close"})
 
 
 async def _media_type(_: Request, exc: Exception) -> Response:
@@ -99,9 +88,9 @@ async def _deadline(_: Request, exc: Exception) -> Response:
     return _error(503, f"timed out: {exc}; retry later", headers={"Retry-After": str(exc.retry_after_s)})
 
 
-async def _body_timeout(request: Request, _: Exception) -> Response:
-    limit = request.app.state.settings.body_timeout_s
-    return _error(408, f"the request body did not arrive within {limit:g} s", headers={"Connection": "close"})
+async def _body_timeout(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BodyTimeout)
+    return _error(408, str(exc), headers={"Connection": "close"})
 
 
 async def _stage_failed(_: Request, exc: Exception) -> Response:
@@ -138,12 +127,11 @@ CLIENT_CLOSED_REQUEST = 499
 """nginx's status for a request whose client went away first (the client never receives it)."""
 
 
-async def _client_gone(request: Request, _: Exception) -> Response:
+async def _client_gone(_: Request, __: Exception) -> Response:
     # The client closed the connection before its body arrived: not a server error, and no one
     # reads this answer. 499 (nginx's "client closed request") files it under status="4xx" in
     # http_requests_total, so the availability SLI and its burn-rate alerts (status="5xx") never
-    # count it; housing_api_client_disconnects_total counts it apart.
-    request.app.state.hang_ups.record()
+    # count it; housing_api_client_disconnects_total counts it apart (body.BodyReader).
     return _error(CLIENT_CLOSED_REQUEST, "the client closed the connection before sending the whole body")
 
 
@@ -189,105 +177,6 @@ def answer_head_like_get(router: APIRouter) -> None:
             )  # fmt: skip
 
 
-# -- helpers ---------------------------------------------------------------------------------
-class HangUps:
-    """Clients that hung up mid-upload: each counted, logged at most once per `log_every_s` (a
-    burst of them is one line saying how many), never with a traceback (nothing failed here)."""
-
-    def __init__(self, counter: Counter, log_every_s: float = 10.0) -> None:
-        self.counter = counter
-        self.log_every_s = log_every_s
-        self._logged_at = -float("inf")
-        self._unlogged = 0
-
-    def record(self) -> None:
-        self.counter.inc()
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= self.log_every_s:
-            log.info(
-                "a client hung up before sending its whole body (%d since the last such line, one per %g s at most)",
-                self._unlogged, self.log_every_s,
-            )  # fmt: skip
-            self._logged_at, self._unlogged = now, 0
-
-
-class BodyBudget:
-    """Bytes of request bodies held in memory while they are being read, across all requests.
-
-    Bodies are read before admission, so MAX_INFLIGHT_REQUESTS no longer bounds them; this does,
-    at the same total as before (MAX_INFLIGHT_REQUESTS x MAX_BODY_BYTES), whatever the number of
-    connections. Past it a request gets 429 at once rather than the pod running out of memory."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.held = 0
-
-    def take(self, n: int) -> bool:
-        if self.held + n > self.limit:
-            return False
-        self.held += n
-        return True
-
-    def give_back(self, n: int) -> None:
-        self.held -= n
-
-
-async def read_body(request: Request) -> bytes:
-    """The body, within MAX_BODY_BYTES (413) and BODY_TIMEOUT_S (408).
-
-    Read before the request takes an admission slot: a client that stalls its upload holds a
-    connection (bounded by LIMIT_CONCURRENCY) and at most its body's bytes (bounded by the body
-    budget), never a prediction slot."""
-    settings = request.app.state.settings
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            return await read_limited_body(request, settings.max_body_bytes, request.app.state.body_budget)
-    except TimeoutError:
-        request.app.state.metrics.timeouts.labels("body").inc()
-        raise BodyTimeout() from None
-
-
-async def read_limited_body(request: Request, limit: int, budget: BodyBudget | None = None) -> bytes:
-    """Read the body, refusing (413) as soon as it is known to be over the limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge()
-    chunks: list[bytes] = []
-    # The bytes this request holds: counted only after a chunk is taken, and given back once,
-    # here, whatever ends the read (413, 429, a timeout, the client gone). A chunk refused for the
-    # size limit or the budget was never taken, so it is never given back.
-    taken = 0
-    try:
-        async for chunk in request.stream():
-            if taken + len(chunk) > limit:
-                raise BodyTooLarge()
-            if budget is not None and not budget.take(len(chunk)):
-                request.app.state.metrics.rejected.labels("body_budget").inc()
-                raise Overloaded(f"request bodies being read hold more than {budget.limit} bytes")
-            taken += len(chunk)
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        if budget is not None:
-            budget.give_back(taken)
-
-
-def check_json_body(request: Request) -> None:
-    """A missing Content-Type is taken as JSON; a different one is refused (415), and so is a body
-    with a Content-Encoding: decoding it would need a bound of its own on the decoded size (a small
-    gzip can inflate a thousandfold), and a batch is small enough to send as it is."""
-    headers = request.headers
-    declared = headers.get("content-type")
-    if declared is not None:
-        media = declared.split(";", 1)[0].strip().lower()
-        if media not in JSON_TYPES and not media.endswith("+json"):
-            raise UnsupportedMediaType("send the batch as JSON with Content-Type: application/json")
-    encoding = headers.get("content-encoding")
-    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
-        raise UnsupportedMediaType("Content-Encoding is not supported: send the JSON body unencoded")
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     408: {"model": ErrorBody, "description": "The body did not arrive within BODY_TIMEOUT_S."},
     413: {"model": ErrorBody, "description": "Body larger than MAX_BODY_BYTES."},
@@ -303,7 +192,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 X_CACHE = {"X-Cache": {"description": "HIT (every row from a cache), MISS or PARTIAL.", "schema": {"type": "string"}}}
 
 
-def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -> APIRouter:
+def build_router(services: Services, body_schema: dict[str, Any], sample_response: dict[str, Any]) -> APIRouter:
+    """The routes, reading what they need from `services` (deps.py says why not from dependencies)."""
     router = APIRouter()
 
     @router.post(
@@ -320,7 +210,7 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         },
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
     )
-    async def predict(request: Request, service: ServiceDep) -> Response:
+    async def predict(request: Request) -> Response:
         """Predict median house values for a JSON array of 1..MAX_BATCH_ROWS rows.
 
         Each row is looked up in the in-process cache, then Redis; only rows no cache knows are
@@ -328,7 +218,8 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         request is refused with 422, naming the row index and the field.
         """
         check_json_body(request)
-        body = await read_body(request)
+        body = await services.body.read(request)
+        service = services.service
         async with service.admitted():
             try:
                 content, status = await service.predict_body(body)
@@ -346,16 +237,15 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
             **ERRORS,
         },
     )
-    @stable_etag
+    @stable_etag(lambda: services.http_cache)
     @cache(namespace="get-predict", key_builder=row_key_builder, coder=RowResponseCoder)
     async def predict_one(
         request: Request,
         response: Response,
         features: Annotated[HouseQuery, Query()],
-        service: ServiceDep,
-        http_cache: HttpCacheDep,  # the response cache: stable_etag and the key builder use it
     ) -> tuple[dict[str, Any], CacheStatus]:
         """Predict one row given as query parameters; cached whole, with ETag and 304."""
+        service = services.service
         async with service.admitted():
             return await service.predict_rows([features.model_dump()])  # type: ignore[list-item]
 
@@ -370,11 +260,12 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
-    async def readyz(service: ServiceDep) -> dict[str, str]:
+    async def readyz() -> dict[str, str]:
         """Ready once the model is loaded and every background stage runs (503 while one is down
         and being restarted). A Redis outage (cache: degraded) or a Redis that refuses writes
         (cache: readonly or full) is reported, with its reason in cache_reason, but does not make
         the pod unready: the cache is optional and the model still answers."""
+        service = services.service
         if down := service.resolver.stages_down():
             raise NotReady(f"stage {', '.join(down)} down, restarting")
         redis = service.resolver.redis
@@ -391,12 +282,13 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         summary="Model metadata",
         responses={200: {"content": {"application/json": {"example": {"version": "a0dd…", "holdout_r2": 0.8648}}}}},
     )
-    async def model_metadata(service: ServiceDep) -> dict[str, Any]:
+    async def model_metadata() -> dict[str, Any]:
         """The metadata in model.json: version (the sha256 of model.json's content, which records the
         sha256 of every file served), scikit-learn version, features and the derived coordinate
         features the model computes from them, R², MAE; `registry` names the MLflow registry version
         it was fetched from and the version the registry recorded (null for a local file), not where
         the files are stored."""
+        service = services.service
         info = service.model.info
         # Which registered version, not where it is stored: /model is public in prod (registry.PUBLIC).
         return {**info.raw, "fast_path": service.model.fast_path, "registry": public_view(info.registry)}

@@ -14,10 +14,12 @@ from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
-from housing_api.api import BodyBudget, HangUps, answer_head_like_get, build_router, install_error_handlers
+from housing_api.api import answer_head_like_get, build_router, install_error_handlers
 from housing_api.batching import Chain, Resolver
+from housing_api.body import BodyBudget, BodyReader
 from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings, redact_url
+from housing_api.deps import Services
 from housing_api.docs_ui import mount_docs
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
 from housing_api.http_metrics import instrument
@@ -52,12 +54,15 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
     validator = BatchValidator(settings.max_batch_rows)
+    budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
+    services = Services(BodyReader(settings.max_body_bytes, settings.body_timeout_s, budget, metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service, redis = await _start(settings, metrics, validator, source)
-        app.state.service = service
-        app.state.http_cache_backend = http_cache = HttpCacheBackend(
+        services.service = service
+        app.state.service = service  # for tests, as below
+        services.http_cache = http_cache = HttpCacheBackend(
             min(settings.memory_cache_rows, 10_000), redis, settings.http_cache_max_age, metrics,
             key_prefix(settings.cache_prefix, service.model.version),
         )  # fmt: skip
@@ -93,11 +98,11 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
         # /predict/ is a 404, not a redirect: Starlette's redirect names the Host the client sent.
         redirect_slashes=False,
     )
+    # For tests and a debugging session only: nothing in src/ reads app.state (the routes read `services`).
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.body_budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
-    app.state.hang_ups = HangUps(metrics.client_disconnects)
-    app.include_router(build_router(validator.openapi_schema(), _sample_response()))
+    app.state.services = services
+    app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
     instrument(app, registry)
     mount_docs(app)

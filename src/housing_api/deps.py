@@ -1,29 +1,29 @@
-"""Typed dependencies: what a route needs, as `Annotated[X, Depends(get_x)]` aliases.
+"""What the routes need, typed: one holder that create_app builds and the lifespan fills.
 
-The app's lifespan builds the service and the response cache and leaves them on `app.state`; these
-functions are the only readers of those keys, so a route names what it needs by type. They are
-`async def` so that FastAPI calls them on the event loop, not through its thread pool.
+`build_router(services)` closes over a `Services`, so a route reads `services.service` as a typed
+attribute, and nothing reads `app.state`. Not FastAPI's `Annotated[X, Depends(get_x)]` aliases: on
+the hot route a dependency is solved on every request, and that cost more than the whole budget of
+a change of the request path (5%). Counted with `bench/compare_checkouts.py --instructions`: one
+`Depends` on POST /predict was ~72,000 instructions of ~922,000 per one-row hit (7.8%), the same
+route reading the holder ~0 (docs/benchmarks.md, "Instructions per request"). A plain attribute is
+as typed (mypy checks every use) and as easy to replace in a test (build the app with another one).
+GET /predict's response cache reaches fastapi-cache2's key builder the same way: `stable_etag` is
+given `lambda: services.http_cache` and scopes it to the request (http_cache.py).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Depends, Request
-
+from housing_api.body import BodyReader
 from housing_api.http_cache import HttpCacheBackend
 from housing_api.service import PredictionService
 
 
-async def get_service(request: Request) -> PredictionService:
-    service: PredictionService = request.app.state.service
-    return service
+class Services:
+    """The app's request-path objects. `body` exists from create_app on; `service` and `http_cache`
+    are set by the lifespan, which runs before the server takes the first request."""
 
+    service: PredictionService
+    http_cache: HttpCacheBackend
 
-async def get_http_cache(request: Request) -> HttpCacheBackend:
-    backend: HttpCacheBackend = request.app.state.http_cache_backend
-    return backend
-
-
-ServiceDep = Annotated[PredictionService, Depends(get_service)]
-HttpCacheDep = Annotated[HttpCacheBackend, Depends(get_http_cache)]
+    def __init__(self, body: BodyReader) -> None:
+        self.body = body

@@ -42,6 +42,10 @@ class DeadlineExceeded(Exception):
 class BodyTimeout(Exception):
     """The client did not finish sending its body within BODY_TIMEOUT_S."""
 
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
 
 class StageFailed(Exception):
     """A background stage failed on the batch that held these rows; the error has been logged."""

@@ -2,8 +2,8 @@
 
 - FastAPICache is configured on a class, process-wide, and `FastAPICache.init` ignores every call
   after the first. So nothing per-app is configured there: the one backend registered is a proxy
-  that forwards to the backend of the app serving the current request (a ContextVar), which the
-  route receives as a typed dependency; the key builder uses that backend's key prefix (the app's
+  that forwards to the backend of the app serving the current request (a ContextVar that
+  `stable_etag` sets from the app's own); the key builder uses that backend's key prefix (the app's
   own CACHE_PREFIX) and ignores the class-level prefix; the TTL is the
   app's HTTP_CACHE_MAX_AGE held by its backend (0 turns the response cache off), whatever expiry
   the class holds. Several apps in one process (tests) never share or overwrite each other's cache.
@@ -145,14 +145,19 @@ def valid_entry(key: str, raw: bytes) -> bool:
     )  # fmt: skip
 
 
+def current_backend() -> HttpCacheBackend:
+    """The HttpCacheBackend of the app serving this request (set by `stable_etag`)."""
+    backend = _current.get()
+    if backend is None:
+        raise LookupError("GET /predict cache used outside a request")
+    return backend
+
+
 class AppScopedBackend(Backend):
     """The one backend FastAPICache holds: forwards to the current app's HttpCacheBackend."""
 
     def _backend(self) -> HttpCacheBackend:
-        backend = _current.get()
-        if backend is None:
-            raise LookupError("GET /predict cache used outside a request")
-        return backend
+        return current_backend()
 
     async def get_with_ttl(self, key: str) -> tuple[int, bytes | None]:
         return await self._backend().get_with_ttl(key)
@@ -180,8 +185,7 @@ def row_key_builder(
 
     The app's own prefix, not fastapi-cache2's class-level one (`namespace` starts with that)."""
     assert kwargs is not None  # always given for routes
-    backend: HttpCacheBackend = kwargs["http_cache"]
-    return backend.key_prefix + row_digest(canonical_row(kwargs["features"].model_dump()))
+    return current_backend().key_prefix + row_digest(canonical_row(kwargs["features"].model_dump()))
 
 
 def etag_for(body: bytes) -> str:
@@ -199,15 +203,18 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 Endpoint = Callable[..., Awaitable[Any]]
 
 
-def stable_etag(func: Endpoint) -> Endpoint:
-    """Wrap a @cache'd endpoint that returns (body, row-cache status) and takes its app's
-    HttpCacheBackend as `http_cache`: scope the backend to the request, set a content-based ETag."""
+def stable_etag(backend_of: Callable[[], HttpCacheBackend]) -> Callable[[Endpoint], Endpoint]:
+    """Wrap a @cache'd endpoint that returns (body, row-cache status): scope its app's backend
+    (`backend_of()`) to the request, set a content-based ETag."""
+    return functools.partial(_stable_etag, backend_of)
 
+
+def _stable_etag(backend_of: Callable[[], HttpCacheBackend], func: Endpoint) -> Endpoint:
     @functools.wraps(func)
     async def endpoint(*args: Any, **kwargs: Any) -> Response:
         request: Request = kwargs["request"]
         response: Response = kwargs["response"]
-        backend: HttpCacheBackend = kwargs["http_cache"]
+        backend = backend_of()
         token = _current.set(backend)
         try:
             # The row-cache status of a response computed now; HIT for one the cache answered.

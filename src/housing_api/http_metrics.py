@@ -10,18 +10,26 @@ The instrumentator's own in-progress gauge ignores its `registry` argument and r
 process-wide one, so a second app in the same process (every test module) fails with
 "Duplicated timeseries". InProgress counts the same thing, under the name and labels that gauge
 would have had, on the app's registry.
+
+The instrumentator resolves each request's route template by walking every route of the app (and
+FastAPI rebuilds the included router's route list for that walk), so its cost grew with each route
+added: the HEAD twins of issue 21 cost ~22,000 instructions per POST /predict (docs/benchmarks.md).
+`_MemoizedHandlers` remembers the answer per (root path, path, method), as InProgress does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
+from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from prometheus_fastapi_instrumentator.routing import get_route_name
-from starlette.requests import HTTPConnection
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from housing_api.metrics import LATENCY_BUCKETS
@@ -92,6 +100,24 @@ class InProgress:
         return count
 
 
+class _MemoizedHandlers(PrometheusInstrumentatorMiddleware):
+    """The instrumentator's middleware, with its route-template lookup memoized (bounded)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handlers: dict[tuple[str, str, str], tuple[str, bool]] = {}
+
+    def _get_handler(self, request: Request) -> tuple[str, bool]:
+        scope = request.scope
+        key = (scope.get("root_path", ""), scope["path"], scope["method"])
+        found = self._handlers.get(key)
+        if found is None:
+            found = super()._get_handler(request)
+            if len(self._handlers) < _MEMO_SIZE:
+                self._handlers[key] = found
+        return found
+
+
 def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
     """The instrumentator's default metrics, except that latency carries the status class: the SLO
     is on `http_request_duration_seconds{handler="/predict", status="2xx"}`."""
@@ -152,8 +178,17 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         excluded_handlers=[f"^{METRICS_PATH}$"],
         registry=registry,
     ).add(_instrumentation(registry)).instrument(app).expose(app, endpoint=METRICS_PATH, include_in_schema=False)
+    # The instrumentator's middleware as it added it, with the memo (the module docstring says why).
+    app.user_middleware = [
+        Middleware(_MemoizedHandlers, *m.args, **m.kwargs) if _is_instrumentator(m) else m for m in app.user_middleware
+    ]
     gauge = Gauge(
         "http_requests_inprogress", "HTTP requests being served, by route template and method.",
         ["handler", "method"], registry=registry,
     )  # fmt: skip
     app.add_middleware(InProgress, gauge=gauge)
+
+
+def _is_instrumentator(middleware: Middleware) -> bool:
+    cls: object = middleware.cls  # typed as a factory by Starlette; here it is the class that was added
+    return cls is PrometheusInstrumentatorMiddleware
