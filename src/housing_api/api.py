@@ -364,9 +364,12 @@ def build_router(body_schema: dict[str, Any], sample_response: dict[str, Any]) -
         """{"status": "healthy"} while the process serves (what the lab's load scripts check)."""
         return {"status": "healthy"}
 
-    @router.get("/livez", response_model=HealthBody, summary="Process is up")
-    async def livez() -> dict[str, str]:
-        """Answers as long as the event loop runs; inference never blocks it."""
+    @router.get("/livez", response_model=HealthBody, summary="Process is up", responses={503: {"model": ErrorBody}})
+    async def livez(service: ServiceDep) -> dict[str, str]:
+        """Answers as long as the event loop runs (inference never blocks it), unless a background
+        stage has stayed down past STAGE_DOWN_LIVEZ_S despite its restarts: then 503, so that the
+        kubelet restarts the pod."""
+        service.resolver.check_live()
         return {"status": "ok"}
 
     @router.get("/readyz", response_model=ReadyBody, summary="Ready to serve", responses={503: {"model": ErrorBody}})
