@@ -21,6 +21,8 @@ HEADER = """\
 # GENERATED from prometheus/alerts.yaml by `make prometheus-rule`: edit that file, not this one.
 # The same groups as the plain rule file, for a Prometheus run by the Prometheus Operator.
 """
+# The label the operator's Prometheus selects rules by (release: kube-prometheus-stack) is not here:
+# the component's release-label.yaml sets it on the PodMonitors and this rule alike, in one place.
 LABELS = {
     "app.kubernetes.io/name": "housing-api",
     "app.kubernetes.io/instance": "housing-api",

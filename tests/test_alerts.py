@@ -43,8 +43,23 @@ LATENCY_BUDGET = 0.01
 # The Google SRE workbook's multiwindow, multi-burn-rate table: long window, short window, burn.
 PAGE_WINDOWS = {("1h", "5m", 14.4), ("6h", "30m", 6.0)}
 TICKET_WINDOWS = {("1d", "2h", 3.0), ("3d", "6h", 1.0)}
-# Series read from elsewhere: Prometheus's own per target, kube-state-metrics, the Redis exporter.
-NOT_FROM_THE_APP = {"up", "kube_horizontalpodautoscaler_spec_max_replicas"} | K8S_ONLY_METRICS
+# Series read from elsewhere: Prometheus's own per target, kube-state-metrics, the Redis exporter and the Envoy proxies
+# (the ingress gateway's view of the service: the edge SLIs).
+NOT_FROM_THE_APP = {
+    "up",
+    "kube_horizontalpodautoscaler_spec_max_replicas",
+    "kube_deployment_status_replicas_available",
+    "kube_deployment_spec_replicas",
+    "istio_request_duration_milliseconds_count",
+} | K8S_ONLY_METRICS
+# What selects this service in series that are not the app's: kube-state-metrics' object, Envoy's
+# destination (reported by the calling proxy: the gateway, or a mesh client's sidecar).
+KUBE_OBJECTS = ('horizontalpodautoscaler="housing-api"', 'deployment="housing-api"')
+EDGE_MATCHERS = ('reporter="source"', 'destination_service_name="housing-api"')
+# The SLIs: the app's (`predict`, the breakdown), the edge's, and the one the alerts read (`slo`:
+# the edge's where the gateway is scraped, else the app's).
+SLI_FAMILIES = ("namespace_job:housing_api_predict", "namespace:housing_api_edge", "namespace_job:housing_api_slo")
+EDGE_LATENCY_BUCKET = 'le=~"50|50.0"'  # Istio's bucket in ms; Prometheus 3 writes le="50.0"
 NOT_FROM_THE_APP |= set(REDIS_EXPORTER_METRICS)
 # Labels Prometheus adds to every scraped series (the target's), beside the app's own.
 TARGET_LABELS = {"job", "instance", "namespace", "pod"}
@@ -205,9 +220,11 @@ def test_every_alert_filters_to_this_service() -> None:
     for name, expr in [(a["alert"], a["expr"]) for a in alerts()] + list(recorded().items()):
         for metric, matchers in re.findall(r"([A-Za-z_][\w]*)\{([^}]*)\}", expr):
             if metric.startswith("kube_"):
-                assert 'horizontalpodautoscaler="housing-api"' in matchers, (name, metric)
+                assert any(m in matchers for m in KUBE_OBJECTS), (name, metric)
             elif metric in REDIS_EXPORTER_METRICS:
                 assert f'job="{REDIS_JOB}"' in matchers, (name, metric)
+            elif metric.startswith("istio_"):
+                assert all(m in matchers for m in EDGE_MATCHERS), (name, metric)
             else:
                 assert 'job="housing-api"' in matchers, (name, metric)
 
@@ -286,22 +303,42 @@ def test_burn_rate_alerts_use_the_workbooks_windows_and_the_slo_budget(
     rule = next(a for a in alerts() if a["alert"] == alert)
     assert burn_conditions(rule["expr"]) == windows
     assert budgets(rule["expr"]) == {budget}
-    assert set(re.findall(r"namespace_job:housing_api_predict_(\w+):", rule["expr"])) == {sli}
+    assert set(re.findall(r"namespace_job:housing_api_slo_(\w+):", rule["expr"])) == {sli}
+    assert "_predict_" not in rule["expr"] and "_edge_" not in rule["expr"]  # the SLO's SLI, never one side
     assert rule["labels"]["severity"] == ("critical" if windows == PAGE_WINDOWS else "warning")
-    for long, short, _ in windows:  # each window is a recording rule over the same SLI
+    for long, short, _ in windows:  # each window is a recording rule over the same SLI, at both ends
         for window in (long, short):
-            assert f"namespace_job:housing_api_predict_{sli}:ratio_rate{window}" in recorded()
+            for family in SLI_FAMILIES:
+                assert f"{family}_{sli}:ratio_rate{window}" in recorded()
 
 
-def test_every_sli_window_is_the_same_query_over_another_range() -> None:
+@pytest.mark.parametrize("family", SLI_FAMILIES)
+def test_every_sli_window_is_the_same_query_over_another_range(family: str) -> None:
     for sli in ("5xx", "slow"):
-        exprs = {name: expr for name, expr in recorded().items() if f"_predict_{sli}:" in name}
+        exprs = {name: expr for name, expr in recorded().items() if name.startswith(f"{family}_{sli}:")}
         assert len(exprs) == 7
-        shapes = {re.sub(r"\[\w+\]", "[W]", expr) for expr in exprs.values()}
+        shapes = {re.sub(r"\[\w+\]|ratio_rate\w+", "W", expr) for expr in exprs.values()}
         assert len(shapes) == 1, shapes
         for name, expr in exprs.items():
             window = name.rsplit("ratio_rate", 1)[1]
-            assert set(re.findall(r"\[(\w+)\]", expr)) == {window}, name
+            assert set(re.findall(r"\[(\w+)\]|ratio_rate(\w+)", expr)) <= {(window, ""), ("", window)}, name
+
+
+@pytest.mark.parametrize("sli", ["5xx", "slow"])
+def test_the_slo_reads_the_edge_where_there_is_one_else_the_app(sli: str) -> None:
+    expr = recorded()[f"namespace_job:housing_api_slo_{sli}:ratio_rate1h"]
+    edge, app = re.split(r"\s+or\s+", expr.strip())
+    assert f"namespace:housing_api_edge_{sli}:ratio_rate1h" in edge and '"job", "housing-api"' in edge
+    assert app.strip() == f"namespace_job:housing_api_predict_{sli}:ratio_rate1h"
+
+
+def test_the_edge_slis_count_every_answer_by_the_services_own_namespace() -> None:
+    errors = recorded()["namespace:housing_api_edge_5xx:ratio_rate5m"]
+    assert errors.count('response_code=~"5.."') == 1 and errors.count("istio_requests_total{") == 2
+    slow = recorded()["namespace:housing_api_edge_slow:ratio_rate5m"]
+    assert EDGE_LATENCY_BUCKET in slow and slow.count('response_code=~"2.."') == 2
+    for expr in (errors, slow):  # the gateway runs in istio-system: group by where the service runs
+        assert expr.count('"namespace", "$1", "destination_service_namespace"') == 2
 
 
 def test_the_latency_sli_counts_successful_answers_over_the_slo_bucket() -> None:

@@ -162,3 +162,20 @@ def test_the_latency_sli_is_recorded_from_the_services_histogram(stack: Stack, r
     record = "namespace_job:housing_api_predict_slow:ratio_rate5m"
     assert wait_until(lambda: bool(p.query(record)), 30), f"{record} never had a value"
     assert 0 <= float(p.query(record)[0]["value"][1]) <= 1
+
+
+def test_without_a_gateway_the_slo_reads_the_services_own_sli(stack: Stack, refused: int) -> None:
+    # No Istio here: the SLO alerts must fall back to the app's SLIs, not go silent.
+    p = stack.prometheus
+    for sli in ("5xx", "slow"):
+        slo = f"namespace_job:housing_api_slo_{sli}:ratio_rate5m"
+        assert wait_until(lambda slo=slo: bool(p.query(slo)), 30), f"{slo} never had a value"
+        app = p.query(f"namespace_job:housing_api_predict_{sli}:ratio_rate5m")
+        labels = [{k: v for k, v in s["metric"].items() if k != "__name__"} for s in (*p.query(slo), *app)]
+        assert labels == [{"job": JOB}, {"job": JOB}]
+
+
+def test_the_outage_alert_sees_every_stage_of_the_service_up(stack: Stack) -> None:
+    arm = f'max by (namespace) (min by (namespace, pod) (housing_api_stage_up{{job="{JOB}"}}))'
+    assert [float(s["value"][1]) for s in stack.prometheus.query(arm)] == [1.0]
+    assert stack.prometheus.query(_expr("HousingApiDown")) == []

@@ -4,12 +4,15 @@ request deadline stated once (config.py), which the manifests and docs that rest
 from __future__ import annotations
 
 import logging
+import math
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from conftest import make_settings
 from harness import ROOT
 from pydantic import ValidationError
@@ -208,3 +211,201 @@ def test_every_manifest_and_doc_that_states_the_deadline_states_the_default(plac
 )
 def test_the_check_sees_a_restated_deadline_that_drifted(text: str) -> None:
     assert stated_deadlines(text) == [7.0] != [REQUEST_TIMEOUT_S_DEFAULT]
+
+
+# --- every number the docs quote, against what sets it ----------------------------------------------
+# Each fact: where its value comes from (a manifest, a Settings default, the code), and the ways the
+# docs and manifest comments state it. A place that states it in another wording is not checked, so
+# each pattern is tested below against the wording it must catch.
+def _yaml(path: str) -> Any:
+    return yaml.safe_load((ROOT / path).read_text())
+
+
+def _api_container() -> Any:
+    return _yaml(".k8s/base/api-deployment.yaml")["spec"]["template"]["spec"]["containers"][0]
+
+
+def _cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def sidecar_drain_s() -> float:
+    annotations = _yaml(".k8s/overlays/prod/patch-api-deployment.yaml")["spec"]["template"]["metadata"]["annotations"]
+    return float(yaml.safe_load(annotations["proxy.istio.io/config"])["terminationDrainDuration"].rstrip("s"))
+
+
+def grace_period_s() -> float:
+    return float(_yaml(".k8s/base/api-deployment.yaml")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+
+
+def prestop_s() -> float:
+    return float(_api_container()["lifecycle"]["preStop"]["exec"]["command"][-1])
+
+
+def liveness_window_s() -> float:
+    probe = _api_container()["livenessProbe"]
+    return float(probe["periodSeconds"] * probe["failureThreshold"])
+
+
+def hpa_target() -> float:
+    (metric,) = _yaml(".k8s/base/api-hpa.yaml")["spec"]["metrics"]
+    return float(metric["containerResource"]["target"]["averageUtilization"]) / 100
+
+
+def graceful_drain_s() -> float:
+    """What uvicorn gets to finish in-flight requests with the defaults (cli.graceful_timeout)."""
+    from housing_api import cli
+    from housing_api.app import RESOLVER_STOP_S
+
+    args = cli.build_parser().parse_args(["serve"])
+    return float(cli.graceful_timeout(args, Settings.model_fields["shutdown_timeout_s"].default, RESOLVER_STOP_S))
+
+
+def default(name: str) -> float:
+    return float(Settings.model_fields[name].default)
+
+
+def setting(name: str) -> str:
+    """How a setting is stated: `NAME=25` (the ConfigMap), "| `NAME` | `25` |" (the README's table),
+    "(NAME, 25 s", "`NAME` 25 s" and "NAME (25 s)" (prose)."""
+    return rf"(?:- {name}=|{name}`?(?:` \| `|,? | \())(\d+(?:\.\d+)?)"
+
+
+DOCS = ("README.md", "docs/deployment.md", "docs/reliability.md", "docs/runbook.md", "docs/capacity.md")
+MANIFESTS = (
+    ".k8s/base/kustomization.yaml",
+    ".k8s/base/api-deployment.yaml",
+    ".k8s/base/api-hpa.yaml",
+    ".k8s/overlays/prod/patch-api-deployment.yaml",
+    ".k8s/overlays/prod/istio-virtualservice.yaml",
+    "prometheus/alerts.yaml",
+)
+FACTS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    # name: (the value, as the source states it), (patterns that quote it)
+    "terminationDrainDuration": (sidecar_drain_s, (r"terminationDrainDuration: (\d+)s", r"sidecar drains (\d+) s")),
+    "terminationGracePeriodSeconds": (
+        grace_period_s,
+        (r"terminationGracePeriodSeconds`?:? `?(\d+)", r"grace period\s+\((\d+) s", r"fit the grace period \((\d+) s"),
+    ),
+    "preStop": (prestop_s, (r"preStop`?(?: hook)? sleeps (\d+) s", r"preStop (?:pause |sleep )?\(?(\d+) s")),
+    "SHUTDOWN_TIMEOUT_S": (lambda: default("shutdown_timeout_s"), (setting("SHUTDOWN_TIMEOUT_S"),)),
+    "in-flight drain": (graceful_drain_s, (r"in-flight requests within (\d+) s",)),
+    "STAGE_DOWN_LIVEZ_S": (lambda: default("stage_down_livez_s"), (setting("STAGE_DOWN_LIVEZ_S"),)),
+    "liveness restart": (
+        lambda: default("stage_down_livez_s") + liveness_window_s(),
+        (r"about (\d+) s after\s+the stage went down", r"restarts? the pod about (\d+) s"),
+    ),
+    "CPU limit": (lambda: _cores(_api_container()["resources"]["limits"]["cpu"]), (r"(\d+)-(?:CPU|core) limit",)),
+    "HPA scale-out point (millicores)": (
+        lambda: hpa_target() * _cores(_api_container()["resources"]["requests"]["cpu"]) * 1000,
+        (r"scales?[- ]out at (?:about |~)?(\d+)m",),
+    ),
+}
+# Where a pattern would catch a number that is not the fact (a test's own setting, a past experiment).
+NOT_STATEMENTS = {
+    ("docs/reliability.md", "CPU limit"),  # "CPU limit: measured" recounts the 1-core experiment
+}
+
+
+def stated(fact: str, text: str) -> list[float]:
+    return [float(v) for pattern in FACTS[fact][1] for v in re.findall(pattern, text)]
+
+
+@pytest.mark.parametrize("fact", FACTS)
+def test_every_number_the_docs_quote_is_the_one_in_force(fact: str) -> None:
+    value = FACTS[fact][0]()
+    found = {}
+    for place in (*DOCS, *MANIFESTS):
+        if (place, fact) not in NOT_STATEMENTS and (numbers := stated(fact, (ROOT / place).read_text())):
+            found[place] = numbers
+    assert found, f"nothing states {fact} any more: drop it from FACTS or fix its pattern"
+    wrong = {place: numbers for place, numbers in found.items() if set(numbers) != {value}}
+    assert not wrong, f"{fact} is {value:g}, but {wrong}"
+
+
+@pytest.mark.parametrize(
+    ("fact", "text", "number"),
+    [
+        ("terminationDrainDuration", "The API pods set `terminationDrainDuration: 30s`, so", 30),
+        ("terminationDrainDuration", "<= `terminationGracePeriodSeconds` 40 s, the Istio sidecar drains 30 s |", 30),
+        ("terminationGracePeriodSeconds", "`terminationGracePeriodSeconds: 45` covers both", 45),
+        ("terminationGracePeriodSeconds", "within the grace period\n  (45 s; see below)", 45),
+        ("preStop", "while the `preStop` hook sleeps 5 s, so", 5),
+        ("preStop", "cut the preStop pause (5 s) and", 5),
+        ("SHUTDOWN_TIMEOUT_S", "| `SHUTDOWN_TIMEOUT_S` | `30` | hard bound", 30),
+        ("SHUTDOWN_TIMEOUT_S", "the app's shutdown (SHUTDOWN_TIMEOUT_S, 30 s) short", 30),
+        ("SHUTDOWN_TIMEOUT_S", "drains within SHUTDOWN_TIMEOUT_S (30 s).", 30),
+        ("in-flight drain", "stops accepting connections and finishes in-flight requests within 20 s.", 20),
+        ("STAGE_DOWN_LIVEZ_S", "should have failed after STAGE_DOWN_LIVEZ_S (60 s) so", 60),
+        ("liveness restart", "restarts it, about 90 s after\n   the stage went down", 90),
+        ("CPU limit", "throttled by the 1-CPU limit; one thread", 1),
+        ("HPA scale-out point (millicores)", "Of the 500m request: scale out at ~420m", 420),
+    ],
+)
+def test_each_pattern_catches_a_number_that_drifted(fact: str, text: str, number: float) -> None:
+    assert stated(fact, text) == [number]
+
+
+def test_a_stuck_stage_restarts_its_pod_before_its_alert_fires() -> None:
+    # /livez fails after STAGE_DOWN_LIVEZ_S, the kubelet restarts after the liveness window: both before
+    # HousingApiStageDown's `for` (5 minutes), and far above a supervisor's routine restart (50 ms).
+    from housing_api.stages import RESTART_DELAY_S
+
+    rules = yaml.safe_load((ROOT / "prometheus" / "alerts.yaml").read_text())
+    (stage_down,) = [r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "HousingApiStageDown"]
+    assert default("stage_down_livez_s") + liveness_window_s() < int(stage_down["for"].rstrip("m")) * 60
+    assert default("stage_down_livez_s") >= 100 * RESTART_DELAY_S
+    config = _yaml(".k8s/base/kustomization.yaml")["configMapGenerator"][0]["literals"]
+    assert f"STAGE_DOWN_LIVEZ_S={default('stage_down_livez_s'):g}" in config
+
+
+# --- capacity: docs/capacity.md's table follows from its measurements and the manifests ------------
+CAPACITY = ROOT / "docs" / "capacity.md"
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def measured_capacity() -> tuple[float, float]:
+    """(hits, misses) per second of one pod at its CPU request, from the measurement table."""
+    text = CAPACITY.read_text()
+    hits = re.search(r"\| cache hits \| [\d.]+ ms \| \*\*([\d,]+) req/s\*\*", text)
+    misses = re.search(r"\| cache misses \| [\d.]+ ms \| \*\*([\d,]+) req/s\*\*", text)
+    assert hits and misses
+    return _number(hits[1]), _number(misses[1])
+
+
+def test_the_capacity_tables_pods_follow_from_the_measurement_and_the_hpa_target() -> None:
+    hits, misses = measured_capacity()
+    rows = re.findall(r"^\| ([\d,]+) req/s \| ([\d.]+) \| ([\d,]+) req/s \| ([\d,]+) \|", CAPACITY.read_text(), re.M)
+    assert len(rows) == 9
+    for load, rate, per_pod, pods in rows:
+        c = float(rate)
+        assert abs(_number(per_pod) - 1 / (c / hits + (1 - c) / misses)) < 1, (load, rate)
+        needed = _number(load) / (hpa_target() * _number(per_pod))
+        assert abs(_number(pods) - math.ceil(needed)) <= 1, (load, rate, pods)  # rounded up, from unrounded inputs
+
+
+def test_the_hpa_bounds_quoted_are_prods() -> None:
+    _, misses = measured_capacity()
+    max_replicas = _yaml(".k8s/overlays/prod/patch-hpa.yaml")["spec"]["maxReplicas"]
+    times = "\N{MULTIPLICATION SIGN}"
+    quoted = re.search(rf"`(\d+) {times} ([\d.]+) {times} (\d+)` = \*\*([\d,]+) req/s\*\*", CAPACITY.read_text())
+    assert quoted, "docs/capacity.md no longer quotes prod's maxReplicas x target x capacity"
+    assert (int(quoted[1]), float(quoted[2]), float(quoted[3])) == (max_replicas, hpa_target(), misses)
+    assert abs(_number(quoted[4]) - max_replicas * hpa_target() * misses) < 50
+
+
+def test_per_core_figures_are_the_capacity_measurements() -> None:
+    # reliability.md once said "about 1,250 requests/s per core" (an older harness) beside
+    # capacity.md's 410 / 258 req/s at 500m: every per-core figure must now be capacity.md's, doubled.
+    hits, misses = measured_capacity()
+    cores = 1 / _cores(_api_container()["resources"]["requests"]["cpu"])
+    for place in DOCS:
+        text = (ROOT / place).read_text()
+        assert not re.search(r"requests/s per core", text), place
+        for number, kind in re.findall(r"([\d,]+) (hits|misses)/s(?: or [\d,]+ misses/s)? per core", text):
+            assert abs(_number(number) - cores * (hits if kind == "hits" else misses)) <= 1, (place, number)
+        for number in re.findall(r"or ([\d,]+)\s+misses/s per core", text):
+            assert abs(_number(number) - cores * misses) <= 1, (place, number)

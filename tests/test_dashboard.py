@@ -59,6 +59,15 @@ def test_the_dashboard_has_a_stable_uid_and_no_fixed_datasource(dashboard: dict[
     assert set(uids) <= {"housing-api", "${datasource}", "-- Grafana --"}, uids
 
 
+def test_every_istio_panel_says_what_must_be_scraped_for_it(dashboard: dict[str, Any]) -> None:
+    # Istio's series come from the gateway's Envoy, which the app's PodMonitor never scrapes.
+    istio = [p for p in panels(dashboard) if any("istio_" in t.get("expr", "") for t in p.get("targets", []))]
+    assert len(istio) >= 3
+    for panel in istio:
+        assert "PodMonitor housing-api-gateway" in panel["description"], panel["title"]
+        assert "http-envoy-prom" in panel["description"], panel["title"]
+
+
 def test_every_panel_has_a_title_a_description_a_unit_and_a_query(dashboard: dict[str, Any]) -> None:
     titles = []
     for panel in panels(dashboard):

@@ -82,6 +82,9 @@ JOB = "housing-api"  # the job every alert and dashboard query selects
 ISTIO_SIDECAR_PORT = "http-envoy-prom"
 ISTIO_MERGED_PORT = 15020
 ISTIO_MERGED_PATH = "/stats/prometheus"
+GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_POD_LABELS = {"istio": "ingressgateway"}  # the shared ingress gateway's pods
+RELEASE_LABEL = ROOT / ".k8s" / "components" / "prometheus-operator" / "release-label.yaml"
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]
@@ -272,6 +275,7 @@ VirtualService:
     - name: string
       match:
         - uri: {exact: string, prefix: string, regex: string}
+          gateways: [string]
       route!:
         - destination!: {host!: string, port: {number!: port}, subset: string}
           weight: count
@@ -304,6 +308,13 @@ PodMonitor:
       interval: duration
       scrapeTimeout: duration
       relabelings:
+        - sourceLabels: [string]
+          separator: string
+          regex: string
+          replacement: string
+          targetLabel: string
+          action: replace|keep|drop|labelmap|labeldrop|labelkeep|hashmod|lowercase|uppercase
+      metricRelabelings:
         - sourceLabels: [string]
           separator: string
           regex: string
@@ -597,13 +608,34 @@ def check_hpa_targets(objs: list[Obj], min_replicas: int = 1) -> list[str]:
         low, high = hpa["spec"].get("minReplicas", 1), hpa["spec"]["maxReplicas"]
         if not min_replicas <= low <= high:
             problems.append(f"{ref(hpa)} minReplicas={low} maxReplicas={high}, need {min_replicas} <= min <= max")
-        if not any(m.get("resource", {}).get("name") == "cpu" for m in hpa["spec"]["metrics"]):
-            problems.append(f"{ref(hpa)} has no CPU metric")
+        problems += _hpa_cpu_problems(hpa, workload)
         behavior = hpa["spec"].get("behavior", {})
         if behavior.get("scaleUp", {}).get("stabilizationWindowSeconds", 0) > 60:
             problems.append(f"{ref(hpa)} scale-up is slowed by a long stabilisation window")
         if behavior.get("scaleDown", {}).get("stabilizationWindowSeconds", 0) < 60:
             problems.append(f"{ref(hpa)} scale-down has no stabilisation window (>= 60 s)")
+    return problems
+
+
+def _hpa_cpu_problems(hpa: Obj, workload: Obj | None) -> list[str]:
+    """CPU of the app container alone: a `Resource` metric averages every container of the pod, so
+    under Istio the sidecar's request and usage would move the point where the fleet scales."""
+    cpu = [m for m in hpa["spec"]["metrics"] if m.get(m["type"][0].lower() + m["type"][1:], {}).get("name") == "cpu"]
+    if not cpu:
+        return [f"{ref(hpa)} has no CPU metric"]
+    problems = []
+    running = {c["name"] for c in pod_spec(workload)["containers"]} if workload is not None else set()
+    for metric in cpu:
+        if metric["type"] != "ContainerResource":
+            problems.append(
+                f"{ref(hpa)} {metric['type']} CPU averages every container of the pod (the Istio sidecar's too): "
+                "use ContainerResource on the app container"
+            )
+        elif workload is not None and metric["containerResource"].get("container") not in running:
+            problems.append(
+                f"{ref(hpa)} scales on the CPU of container {metric['containerResource'].get('container')!r}, "
+                f"which {ref(workload)} does not run"
+            )
     return problems
 
 
@@ -751,6 +783,35 @@ def check_virtual_services(objs: list[Obj]) -> list[str]:
                     )
                 elif port not in [p["port"] for p in svc["spec"]["ports"]]:
                     problems.append(f"{ref(vs)} routes to port {port} of {ref(svc)}, which has no such port")
+    return problems
+
+
+def check_mesh_policy(objs: list[Obj]) -> list[str]:
+    """One VirtualService carries the API's route policy for every client: bound to the ingress
+    gateway and to `mesh`, for the public host and the Service's host, with no route narrowed to one
+    gateway (check_retries and check_timeouts then hold for both). A mesh client calling
+    housing-api.housing-api.svc would otherwise get no timeout and Istio's default retries of 503."""
+    api = [vs for vs in of_kind(objs, "VirtualService") if any(
+        resolve_service(objs, d["destination"]["host"], namespace_of(vs)) is not None
+        for route in vs["spec"]["http"] for d in route["route"]
+    )]  # fmt: skip
+    if len(api) != 1:
+        return [f"expected one VirtualService routing to the API, found {[ref(vs) for vs in api]}"]
+    vs = api[0]
+    spec, namespace = vs["spec"], namespace_of(vs)
+    problems = []
+    gateways = spec.get("gateways", [])
+    if "mesh" not in gateways:
+        problems.append(f"{ref(vs)} is not bound to mesh: clients inside the mesh get Istio's default retries")
+    if not [g for g in gateways if g != "mesh"]:
+        problems.append(f"{ref(vs)} is bound to no ingress gateway")
+    fqdn = f"{API}.{namespace}.svc.cluster.local"
+    if not any(resolve_service(objs, host, namespace) is not None for host in spec["hosts"]):
+        problems.append(f"{ref(vs)} hosts {spec['hosts']} lack the cluster host {fqdn}")
+    for route in spec["http"]:
+        narrowed = [m["gateways"] for m in route.get("match", []) if "gateways" in m]
+        if narrowed:
+            problems.append(f"{ref(vs)} route {route.get('name', '?')} applies only to gateways {narrowed}")
     return problems
 
 
@@ -962,11 +1023,18 @@ def _istio_merges_metrics(objs: list[Obj], workload: Obj) -> list[str]:
     return problems
 
 
+def _scrapes_the_gateway(monitor: Obj) -> bool:
+    return selects(match_labels(monitor["spec"]["selector"]), GATEWAY_POD_LABELS)
+
+
 def check_pod_monitors(objs: list[Obj]) -> list[str]:
     """The PodMonitor selects exactly the API pods, names job housing-api, and scrapes a port that
     works: a declared app port without Istio; the merged 15020 under Istio's STRICT mTLS."""
-    # The Redis exporters' own PodMonitor (components/redis-sentinel) is check_redis_exporter's.
-    monitors = [m for m in of_kind(objs, "PodMonitor") if m["metadata"]["name"] != REDIS]
+    # The Redis exporters' own PodMonitor (components/redis-sentinel) is check_redis_exporter's, the
+    # gateway's is check_gateway_monitor's.
+    monitors = [
+        m for m in of_kind(objs, "PodMonitor") if m["metadata"]["name"] != REDIS and not _scrapes_the_gateway(m)
+    ]
     if len(monitors) != 1:
         return [f"expected one PodMonitor for the API, found {[ref(m) for m in monitors]}"]
     monitor = monitors[0]
@@ -1000,6 +1068,53 @@ def check_pod_monitors(objs: list[Obj]) -> list[str]:
                 f"{ref(monitor)} scrapes app port {port!r} in plain HTTP, which the sidecar refuses under "
                 f"STRICT mTLS: scrape Istio's merged {ISTIO_MERGED_PORT}{ISTIO_MERGED_PATH}"
             )
+    return problems
+
+
+def _keeps(relabelings: list[Obj], label: str, value: str) -> bool:
+    """Whether a series whose `label` is `value` survives every `keep` on that label."""
+    keeps = [r for r in relabelings if r.get("action") == "keep" and r.get("sourceLabels") == [label]]
+    return all(re.fullmatch(r.get("regex", "(.*)"), value) for r in keeps)
+
+
+def check_gateway_monitor(objs: list[Obj]) -> list[str]:
+    """A PodMonitor scrapes the ingress gateway that the Gateway object binds, Envoy's own stats, and
+    keeps every series the edge SLIs of prometheus/alerts.yaml read for this service."""
+    monitors = [m for m in of_kind(objs, "PodMonitor") if _scrapes_the_gateway(m)]
+    if len(monitors) != 1:
+        return [f"expected one PodMonitor scraping the ingress gateway, found {[ref(m) for m in monitors]}"]
+    monitor, problems = monitors[0], []
+    spec = monitor["spec"]
+    namespaces = spec.get("namespaceSelector", {}).get("matchNames") or [namespace_of(monitor)]
+    if GATEWAY_NAMESPACE not in namespaces:
+        problems.append(f"{ref(monitor)} looks for the gateway in {namespaces}, not {GATEWAY_NAMESPACE}")
+    for gateway in of_kind(objs, "Gateway"):
+        if gateway["spec"]["selector"] != match_labels(spec["selector"]):
+            problems.append(f"{ref(monitor)} selects {match_labels(spec['selector'])}, not {ref(gateway)}'s pods")
+    rules = ALERT_RULES.read_text()
+    read = set(re.findall(r"\b(istio_\w+)\{", rules))
+    services = set(re.findall(r'destination_service_name="([^"]+)"', rules))
+    for endpoint in spec["podMetricsEndpoints"]:
+        if (endpoint.get("port"), endpoint.get("path")) != (ISTIO_SIDECAR_PORT, ISTIO_MERGED_PATH):
+            problems.append(f"{ref(monitor)} scrapes {endpoint.get('port')}{endpoint.get('path')}, not Envoy's stats")
+        kept = endpoint.get("metricRelabelings", [])
+        problems += [f"{ref(monitor)} drops {name}, which the SLOs read" for name in sorted(read)
+                     if not _keeps(kept, "__name__", name)]  # fmt: skip
+        problems += [f"{ref(monitor)} drops destination_service_name={name}" for name in sorted(services)
+                     if not _keeps(kept, "destination_service_name", name)]  # fmt: skip
+    return problems
+
+
+def check_monitoring_selector(objs: list[Obj]) -> list[str]:
+    """Every PodMonitor and PrometheusRule carries the label the operator's Prometheus selects by,
+    with the value set once in the component's release-label.yaml."""
+    transformer = yaml.safe_load(RELEASE_LABEL.read_text())
+    problems = []
+    for obj in of_kind(objs, "PodMonitor", "PrometheusRule"):
+        labels = obj["metadata"].get("labels", {})
+        for key, value in transformer["labels"].items():
+            if labels.get(key) != value:
+                problems.append(f"{ref(obj)} has {key}={labels.get(key)!r}, not {value!r}: Prometheus ignores it")
     return problems
 
 
@@ -1409,6 +1524,7 @@ PROD_CHECKS: list[Check] = [
     check_prod_images,
     lambda objs: check_hpa_targets(objs, min_replicas=2),
     check_virtual_services,
+    check_mesh_policy,
     check_retries,
     check_timeouts,
     check_outlier_detection,
@@ -1417,6 +1533,8 @@ PROD_CHECKS: list[Check] = [
     check_prod_namespace,
     check_grafana_dashboard,
     check_pod_monitors,
+    check_gateway_monitor,
+    check_monitoring_selector,
     check_prometheus_rule,
     check_prod_model,
     check_connection_bounds,
@@ -1449,6 +1567,7 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "prod_images",
         "hpa_targets",
         "virtual_services",
+        "mesh_policy",
         "retries",
         "timeouts",
         "outlier_detection",
@@ -1457,6 +1576,8 @@ def test_every_render_keeps_the_common_invariants(rendered: dict[str, list[Obj]]
         "prod_namespace",
         "grafana_dashboard",
         "pod_monitors",
+        "gateway_monitor",
+        "monitoring_selector",
         "prometheus_rule",
         "prod_model",
         "connection_bounds",
@@ -1546,6 +1667,27 @@ def _route(objs: list[Obj]) -> Obj:
     return _named(objs, "VirtualService")["spec"]["http"][0]
 
 
+def _gateway_monitor(objs: list[Obj]) -> Obj:
+    return _named(objs, "PodMonitor", "housing-api-gateway")
+
+
+def _gateway_keeps(objs: list[Obj]) -> list[Obj]:
+    relabelings: list[Obj] = _gateway_monitor(objs)["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]
+    return relabelings
+
+
+def _route_for_the_gateway_only(objs: list[Obj]) -> None:
+    for match in _route(objs)["match"]:
+        match["gateways"] = ["housing-api"]
+
+
+def _second_virtual_service(objs: list[Obj]) -> None:
+    # A mesh-only copy without the policy: the route would no longer be written down once.
+    extra = copy.deepcopy(_named(objs, "VirtualService"))
+    extra["metadata"]["name"] = "housing-api-mesh"
+    objs.append(extra)
+
+
 def _outlier(objs: list[Obj]) -> Obj:
     outlier: Obj = _named(objs, "DestinationRule")["spec"]["trafficPolicy"]["outlierDetection"]
     return outlier
@@ -1553,6 +1695,18 @@ def _outlier(objs: list[Obj]) -> Obj:
 
 def _rename_api_deployment(objs: list[Obj]) -> None:
     _api(objs)["metadata"]["name"] = "housing-api-v2"
+
+
+def _hpa_cpu(objs: list[Obj]) -> Obj:
+    metric: Obj = _named(objs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]
+    return metric
+
+
+def _hpa_on_pod_cpu(objs: list[Obj]) -> None:
+    metric = _hpa_cpu(objs)
+    resource = metric.pop("containerResource")
+    del resource["container"]
+    metric.update(type="Resource", resource=resource)
 
 
 def _pdb_min_available(objs: list[Obj]) -> None:
@@ -1761,6 +1915,13 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "no STRICT PeerAuthentication",
     ),
     ("hpa-target-renamed", check_hpa_targets, _rename_api_deployment, "not rendered"),
+    ("hpa-cpu-of-the-whole-pod", check_hpa_targets, _hpa_on_pod_cpu, "averages every container"),
+    (
+        "hpa-cpu-of-another-container",
+        check_hpa_targets,
+        lambda o: _hpa_cpu(o)["containerResource"].__setitem__("container", "istio-proxy"),
+        "does not run",
+    ),
     (
         "deployment-fights-hpa",
         check_hpa_targets,
@@ -1896,7 +2057,58 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         lambda o: _route(o)["retries"].__setitem__("retryOn", "connect-failure,retriable-4xx"),
         "retryOn",
     ),
+    ("no-gateway-monitor", check_gateway_monitor, lambda o: o.remove(_gateway_monitor(o)), "expected one PodMonitor"),
+    (
+        "gateway-monitor-elsewhere",
+        check_gateway_monitor,
+        lambda o: _gateway_monitor(o)["spec"].pop("namespaceSelector"),
+        "looks for the gateway in ['housing-api']",
+    ),
+    (
+        "gateway-latency-dropped",
+        check_gateway_monitor,
+        lambda o: _gateway_keeps(o)[0].update(regex="istio_requests_total"),
+        "drops istio_request_duration_milliseconds_bucket",
+    ),
+    (
+        "gateway-keeps-another-service",
+        check_gateway_monitor,
+        lambda o: _gateway_keeps(o)[1].update(regex="other-api"),
+        "drops destination_service_name=housing-api",
+    ),
+    (
+        "rule-not-selected",
+        check_monitoring_selector,
+        lambda o: _named(o, "PrometheusRule")["metadata"]["labels"].pop("release"),
+        "Prometheus ignores it",
+    ),
+    (
+        "gateway-monitor-not-selected",
+        check_monitoring_selector,
+        lambda o: _gateway_monitor(o)["metadata"]["labels"].update(release="prometheus"),
+        "has release='prometheus'",
+    ),
     ("retries-default", check_retries, lambda o: _route(o).pop("retries"), "no retries block"),
+    (
+        "gateway-only",
+        check_mesh_policy,
+        lambda o: _named(o, "VirtualService")["spec"]["gateways"].remove("mesh"),
+        "not bound to mesh",
+    ),
+    (
+        "mesh-only",
+        check_mesh_policy,
+        lambda o: _named(o, "VirtualService")["spec"].update(gateways=["mesh"]),
+        "no ingress gateway",
+    ),
+    (
+        "public-host-only",
+        check_mesh_policy,
+        lambda o: _named(o, "VirtualService")["spec"]["hosts"].pop(1),
+        "lack the cluster host",
+    ),
+    ("policy-for-one-gateway", check_mesh_policy, _route_for_the_gateway_only, "applies only to gateways"),
+    ("second-virtualservice", check_mesh_policy, _second_virtual_service, "expected one VirtualService"),
     ("no-timeout", check_retries, lambda o: _route(o).pop("timeout"), "no request timeout"),
     (
         "per-try-timeout-preempts-timeout",  # the pair before issue 14: 10 s that never applied

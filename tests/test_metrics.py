@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
+import re
 from typing import Any
 
 import httpx
 import pytest
-from conftest import app_client, make_settings, run, running_app
+from conftest import ROOT, app_client, make_settings, run, running_app
 from prom import exported_series, scraped
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,6 +47,42 @@ def test_every_label_value_exists_before_the_first_event() -> None:
         assert ("housing_api_redis_errors_total", (("op", op), ("reason", "unreachable"))) in values
     for reason in ("inflight_full", "queue_full"):
         assert ("housing_api_rejected_requests_total", (("reason", reason),)) in values
+
+
+ALERT_RULES = ROOT / "prometheus" / "alerts.yaml"
+TARGET_LABELS = frozenset({"job", "namespace", "pod", "instance"})  # Prometheus's, not the app's
+
+
+def selected_label_values(rules_text: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(series, label values) of every app series a rule selects by value: `status="5xx"`, and each
+    alternative of `reason=~"readonly|oom"`, one combination per tuple."""
+    selected = set()
+    for metric, matchers in re.findall(r"([a-z_]\w*)\{([^}]*)\}", rules_text):
+        if metric not in exported_series():
+            continue
+        values = {
+            label: pattern.split("|") if op == "=~" else [pattern]
+            for label, op, pattern in re.findall(r'(\w+)\s*(=~|=)\s*"([^"]*)"', matchers)
+            if label not in TARGET_LABELS
+        }
+        for combination in itertools.product(*values.values()):
+            selected.add((metric, tuple(sorted(zip(values, combination, strict=True)))))
+    return selected
+
+
+def test_every_series_an_alert_selects_exists_before_the_first_event() -> None:
+    # A counter born at 1 (a pod's first 5xx) adds nothing to increase() or rate(): it must exist at 0.
+    wanted = selected_label_values(ALERT_RULES.read_text())
+    assert ("http_requests_total", (("handler", "/predict"), ("status", "5xx"))) in wanted
+    assert ("housing_api_redis_errors_total", (("op", "set"), ("reason", "oom"))) in wanted
+    with app_client() as c:
+        samples = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
+    missing = [
+        (name, dict(labels))
+        for name, labels in sorted(wanted)
+        if not any(s.name == name and dict(labels).items() <= s.labels.items() for s in samples)
+    ]
+    assert missing == []
 
 
 def test_queue_depth_is_read_when_scraped() -> None:

@@ -277,6 +277,37 @@ def test_a_stage_that_dies_is_restarted_and_readyz_says_so_meanwhile() -> None:
     asyncio.run(scenario())
 
 
+def test_a_stage_that_stays_down_fails_livez_so_the_kubelet_restarts_the_pod() -> None:
+    async def scenario() -> None:
+        app = create_app(make_settings(stage_down_livez_s=0.3))
+        async with running_app(app) as c:
+            stage = app.state.service.resolver.predictor
+            stage._restart = lambda: None  # a supervisor that cannot bring its stage back
+            stage._task.cancel()
+            await asyncio.sleep(0.05)
+            assert not stage.up and (await c.get("/readyz")).status_code == 503
+            assert (await c.get("/livez")).status_code == 200  # down, but not for long yet
+            await asyncio.sleep(0.4)
+            live = await c.get("/livez")
+            assert live.status_code == 503, live.text
+            assert "stage model down for over 0.3 s" in live.json()["detail"]
+
+    asyncio.run(scenario())
+
+
+def test_a_stage_restarted_in_time_never_fails_livez() -> None:
+    async def scenario() -> None:
+        app = create_app(make_settings(stage_down_livez_s=0.3))
+        async with running_app(app) as c:
+            stage = app.state.service.resolver.predictor
+            for _ in range(5):  # down five times, 50 ms each: never 0.3 s in a row
+                stage._task.cancel()
+                await asyncio.sleep(0.1)
+                assert stage.up and (await c.get("/livez")).status_code == 200
+
+    asyncio.run(scenario())
+
+
 def test_a_hanging_model_costs_its_requests_the_deadline_and_nothing_more() -> None:
     async def scenario() -> None:
         app, faults = faulty_app(request_timeout_s=0.5)

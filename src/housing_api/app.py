@@ -141,7 +141,7 @@ async def _start(
     resolver = Resolver(
         chain, metrics, batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
         max_queued_rows=settings.max_queued_rows, request_timeout_s=settings.request_timeout_s,
-        micro_batching=settings.micro_batching,
+        micro_batching=settings.micro_batching, stage_down_livez_s=settings.stage_down_livez_s,
     )  # fmt: skip
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)

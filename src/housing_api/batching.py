@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from housing_api.cache import MemoryTier, RedisTier
-from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed
+from housing_api.config import STAGE_DOWN_LIVEZ_S_DEFAULT
+from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed, StageStuck
 from housing_api.inflight import InFlight, Pending, Ticket, unshared
 from housing_api.keys import Row
 from housing_api.metrics import HIT, MEMORY, MISS, QUEUE_FULL, REDIS, REQUEST, ServiceMetrics, Source
@@ -60,6 +61,7 @@ class Resolver:
         max_queued_rows: int,
         request_timeout_s: float,
         micro_batching: bool = True,
+        stage_down_livez_s: float = STAGE_DOWN_LIVEZ_S_DEFAULT,
     ) -> None:
         self.memory = chain.memory
         self.tiers = chain.tiers
@@ -68,6 +70,7 @@ class Resolver:
         self.max_queued_rows = max_queued_rows
         self.request_timeout_s = request_timeout_s
         self.micro_batching = micro_batching
+        self.stage_down_livez_s = stage_down_livez_s
         self.inflight = InFlight()
         self._closing = False
         # A batch is never worth waiting for longer than the requests that wait for it (config.py).
@@ -116,6 +119,12 @@ class Resolver:
 
     def stages_down(self) -> list[str]:
         return [stage.name for stage in self.stages if not stage.up]
+
+    def check_live(self) -> None:
+        """Raise StageStuck (a NotReady: 503) when a stage has been down for more than
+        STAGE_DOWN_LIVEZ_S despite its supervisor's restarts."""
+        if stuck := [stage.name for stage in self.stages if stage.down_for() > self.stage_down_livez_s]:
+            raise StageStuck(f"stage {', '.join(stuck)} down for over {self.stage_down_livez_s:g} s")
 
     async def stop(self, timeout_s: float) -> None:
         """Refuse new work, let queued rows finish and flush Redis writes, all within timeout_s."""

@@ -22,6 +22,9 @@ REQUEST_TIMEOUT_S_DEFAULT = 5.0
 """The request deadline, stated here only: the code reads it, and the manifests and docs that restate
 it (the ConfigMap, the README's table, the gateway's comment, docs/deployment.md) are checked
 against it by tests/test_config.py."""
+STAGE_DOWN_LIVEZ_S_DEFAULT = 30.0
+"""How long a background stage may stay down before /livez fails (tests/test_config.py holds the
+liveness probe's window and HousingApiStageDown's `for` to it)."""
 
 
 class Settings(BaseSettings):
@@ -142,6 +145,15 @@ class Settings(BaseSettings):
         gt=0,
         le=3600,
         description="Hard bound from SIGTERM to exit, whatever is hung (keep below the pod's grace period minus preStop).",
+    )
+    # A stage's supervisor restarts it within 50 ms (stages.py); one still down after this long will not
+    # come back, and an unready pod that stays alive is a pod short until someone deletes it. Past this
+    # /livez answers 503 and the kubelet restarts the pod (after its liveness probe's 3 x 10 s more).
+    stage_down_livez_s: float = Field(
+        STAGE_DOWN_LIVEZ_S_DEFAULT,
+        gt=0,
+        le=3600,
+        description="Longest a background stage may stay down despite its restarts before /livez fails (503) and the kubelet restarts the pod.",
     )
     inline_predict_rows: int = Field(
         32,

@@ -59,6 +59,10 @@ class NotReady(Exception):
     """A part the service needs to answer is down (a background stage being restarted)."""
 
 
+class StageStuck(NotReady):
+    """A background stage has stayed down past STAGE_DOWN_LIVEZ_S: only a new process will help."""
+
+
 class InvalidModelUri(ModelArtifactError):
     """MODEL_URI is neither a local path nor a models:/ registry reference."""
 

@@ -35,6 +35,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from housing_api.metrics import LATENCY_BUCKETS
 
 METRICS_PATH = "/metrics"
+SLO_ROUTES: tuple[tuple[str, str], ...] = (("/predict", "POST"), ("/predict", "GET"))
+"""The (route template, method) pairs the SLIs and alerts read (prometheus/alerts.yaml)."""
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
+"""The status classes those routes answer with, each created at 0 before the first request: a series
+born at 1 (a pod's first 5xx) reads as no increase to rate() and increase(), so the error would be lost."""
 # Route templates resolved per (root path, path, method); bounded so that a scan of random
 # paths cannot grow it (past the bound, a path is resolved on every request instead).
 _MEMO_SIZE = 1024
@@ -154,6 +159,10 @@ def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
             if len(series) < _MEMO_SIZE:
                 series[(handler, method, status)] = found
         return found
+
+    for handler, method in SLO_ROUTES:
+        for status in STATUS_CLASSES:
+            labelled(handler, method, status)
 
     def observe(info: Info) -> None:
         count, sent, answered, timed = labelled(info.modified_handler, info.method, info.modified_status)

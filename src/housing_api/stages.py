@@ -6,7 +6,9 @@ stage's `on_error` (which decides what the rows' requests get), counted in
 housing_api_worker_errors_total{stage} and logged with its traceback (at most once per
 LOG_EVERY_S per stage, so a fault on every batch cannot flood the log), and the loop carries on.
 A loop that dies anyway (an exception type nothing expected) is restarted after RESTART_DELAY_S;
-until then housing_api_stage_up{stage} is 0 and /readyz says the pod is not ready.
+until then housing_api_stage_up{stage} is 0 and /readyz says the pod is not ready. `down_for()` says
+how long it has been down: past STAGE_DOWN_LIVEZ_S, /livez fails too and the kubelet restarts the pod,
+since a supervisor that could not bring its stage back will not do better later.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Stage(Generic[T]):
         self.closing = False
         self.busy = False
         self._task: asyncio.Task[None] | None = None
+        self._down_since: float | None = None  # monotonic; None while up (or before the first start)
         self._errors = metrics.worker_errors.labels(name)
         self._up = metrics.stage_up.labels(name)
         self._logged_at = -LOG_EVERY_S
@@ -63,11 +66,16 @@ class Stage(Generic[T]):
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"stage-{self.name}")
         self._task.add_done_callback(self._ended)
+        self._down_since = None
         self._up.set(1)
 
     @property
     def up(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def down_for(self) -> float:
+        """Seconds since the loop died and was not brought back (0 while up, closing, or not started)."""
+        return 0.0 if self._down_since is None or self.up else time.monotonic() - self._down_since
 
     async def stop(self, timeout_s: float) -> None:
         """Finish what is queued (bounded), then end the loop; cancel it only as the fallback."""
@@ -86,6 +94,7 @@ class Stage(Generic[T]):
             return
         exc = None if task.cancelled() else task.exception()
         self._up.set(0)
+        self._down_since = time.monotonic()
         log.error("stage %s stopped (%r); restarting it", self.name, exc, exc_info=exc)
         asyncio.get_running_loop().call_later(RESTART_DELAY_S, self._restart)
 
