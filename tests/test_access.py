@@ -10,9 +10,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT, app_client
+from conftest import ROOT, app_client, make_settings
+from fastapi.testclient import TestClient
 
 from housing_api.access import AccessLog
+from housing_api.app import create_app
 from housing_api.logs import ACCESS_LOGGER, JsonFormatter
 from housing_api.schemas import SAMPLE_BATCH
 
@@ -64,6 +66,20 @@ def test_no_line_at_sample_rate_zero(access_lines: list[dict[str, object]]) -> N
         for _ in range(20):
             c.post("/predict", json=SAMPLE_BATCH)
     assert access_lines == []
+
+
+def test_an_unanswered_exception_is_a_500_with_its_id_and_always_a_line(access_lines: list[dict[str, object]]) -> None:
+    app = create_app(make_settings(access_log_sample=0.0))
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        response = c.get("/boom", headers={"x-request-id": "bug-1"})
+    assert response.status_code == 500 and response.headers["x-request-id"] == "bug-1"
+    (line,) = access_lines
+    assert (line["request_id"], line["level"], line["http"]["status"]) == ("bug-1", "warning", 500)  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from starlette.routing import Match
 from housing_api.deps import HttpCacheDep, ServiceDep
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
 from housing_api.http_cache import RowResponseCoder, row_key_builder, stable_etag
+from housing_api.logs import request_id_header
 from housing_api.registry import public_view
 from housing_api.schemas import (
     ErrorBody,
@@ -149,7 +150,8 @@ async def _client_gone(request: Request, _: Exception) -> Response:
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _error(500, "internal error; it has been logged")
+    # Sent by Starlette's outermost layer, outside the one that adds x-request-id to every response.
+    return _error(500, "internal error; it has been logged", headers=request_id_header())
 
 
 EXCEPTION_STATUS: dict[type[Exception], Any] = {

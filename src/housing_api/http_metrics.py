@@ -92,7 +92,7 @@ class InProgress:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        token = REQUEST.set((request_id, traceparent))
+        REQUEST.set((request_id, traceparent))
         tracing = access.tracing
         if tracing is not None:
             span, span_token = tracing.start_request(scope["method"], route, scope["path"], traceparent)
@@ -109,7 +109,9 @@ class InProgress:
                 access.write(scope, route, status, elapsed)
             if tracing is not None:
                 tracing.end_request(span, span_token, status, request_id)
-            REQUEST.reset(token)
+        # REQUEST is left set: an exception nobody answered is answered after this, by Starlette's
+        # outermost layer (api._unexpected), which names the id too. Each request runs in a task of
+        # its own (uvicorn), whose context ends with it.
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, count: _Count | None) -> None:
         if count is None:

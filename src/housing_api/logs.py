@@ -44,6 +44,12 @@ class RequestIds:
         return f"{self._prefix}{self._next():016x}".encode()
 
 
+def request_id_header() -> dict[str, str] | None:
+    """x-request-id for a response sent outside InProgress (Starlette's outermost 500), else None."""
+    request = REQUEST.get()
+    return None if request is None else {"x-request-id": request[0].decode("latin-1")}
+
+
 def request_ids(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
     """(x-request-id, traceparent) among a request's headers (ASGI names them in lower case). An id
     longer than 128 bytes is not an id any proxy we know sends: it is replaced, not echoed."""
