@@ -188,3 +188,26 @@ def test_an_unreachable_collector_fails_the_export_and_says_so_once(caplog: pyte
         results = [exporter.export([]) for _ in range(3)]
     assert results == [tracing.SpanExportResult.FAILURE] * 3
     assert len([r for r in caplog.records if "could not export" in r.getMessage()]) == 1
+
+
+@pytest.mark.integration
+def test_a_collector_that_never_answers_holds_neither_requests_nor_the_shutdown(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+               "OTEL_BSP_SCHEDULE_DELAY": "10"}  # fmt: skip
+        service = ServiceProcess(env, tmp_path / "serve.log").start()
+        try:
+            traced = {"traceparent": TRACEPARENT}
+            for _ in range(20):
+                assert httpx.post(service.url + "/predict", json=fresh_rows(2), headers=traced).status_code == 200
+            time.sleep(0.5)  # an export is now stuck waiting for the collector
+        finally:
+            started = time.monotonic()
+            code = service.stop(timeout_s=20)
+            took = time.monotonic() - started
+    assert code == 0, service.output()
+    assert took < 5, took  # drain 0.5 s + traces 1 s, not the SDK's 30 s nor the export's 10 s

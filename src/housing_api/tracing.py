@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +40,9 @@ from housing_api.tiers import RedisWrites, Tier
 log = logging.getLogger(__name__)
 EXPORT_TIMEOUT_S = 10.0
 EXPORT_LOG_EVERY_S = 60.0
+STOP_S = 1.0
+"""Bound of exporting the spans still queued at shutdown (within the 2 s SHUTDOWN_TIMEOUT_S leaves
+beyond uvicorn's drain and the resolver's stop, cli.graceful_timeout); later ones are dropped."""
 ROWS = "housing_api.rows"
 """Rows a span was given (the request: rows in its batch; a tier: rows in its micro-batch)."""
 ANSWERED = "housing_api.rows_answered"
@@ -109,8 +113,11 @@ class Tracing:
         self._propagator = TraceContextTextMapPropagator()
 
     def shutdown(self) -> None:
-        """Export what is queued (the SDK bounds it at 30 s), then stop."""
-        self.provider.shutdown()
+        """Export what is queued, for STOP_S at most: the SDK's own shutdown may wait 30 s for a collector
+        that does not answer, so it runs in a daemon thread that the process does not wait for."""
+        stopping = threading.Thread(target=self.provider.shutdown, name="traces-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(STOP_S)
 
     # -- the request --------------------------------------------------------------------------------
     def start_request(self, method: str, route: str, path: str, traceparent: bytes | None) -> tuple[Span, object]:
