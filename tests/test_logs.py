@@ -26,8 +26,8 @@ def test_request_ids_are_read_from_the_headers() -> None:
     assert request_ids([(b"host", b"x")]) == (None, None)
 
 
-@pytest.mark.parametrize("value", [b"", b"x" * 129])
-def test_an_empty_or_oversized_request_id_is_replaced(value: bytes) -> None:
+@pytest.mark.parametrize("value", [b"", b"x" * 129, b"a b", b"req\x1b[31m", "é".encode()])
+def test_an_empty_oversized_or_unprintable_request_id_is_replaced(value: bytes) -> None:
     assert request_ids([(b"x-request-id", value)]) == (None, None)
 
 

@@ -29,6 +29,7 @@ TraceIds = Callable[[], tuple[str, str] | None]
 """(trace id, span id) of the current span, when tracing is on (tracing.current_ids)."""
 
 _MAX_REQUEST_ID = 128
+_ID_BYTES = bytes(range(0x21, 0x7F))  # visible ASCII: what a UUID or any proxy's id is made of
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -52,11 +53,12 @@ def request_id_header() -> dict[str, str] | None:
 
 def request_ids(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
     """(x-request-id, traceparent) among a request's headers (ASGI names them in lower case). An id
-    longer than 128 bytes is not an id any proxy we know sends: it is replaced, not echoed."""
+    longer than 128 bytes, or with anything but visible ASCII in it, is not one any proxy sends: it is
+    replaced rather than echoed into responses and log lines (a space could forge a text log's fields)."""
     request_id = traceparent = None
     for name, value in headers:
         if name == b"x-request-id":
-            request_id = value if 0 < len(value) <= _MAX_REQUEST_ID else None
+            request_id = value if 0 < len(value) <= _MAX_REQUEST_ID and not value.translate(None, _ID_BYTES) else None
         elif name == b"traceparent":
             traceparent = value
     return request_id, traceparent
