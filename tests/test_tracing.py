@@ -127,6 +127,9 @@ def test_a_traced_request_carries_the_callers_ids_into_spans_logs_and_response(
     assert attributes(spans["memory lookup"])["housing_api.rows_answered"] == 0
     assert attributes(spans["redis lookup"])["housing_api.rows_answered"] == 0
     assert attributes(spans["model call"])["housing_api.rows_answered"] == 3
+    assert [spans[n].kind for n in ("redis lookup", "model call", "redis write")] == [
+        Span.SPAN_KIND_CLIENT, Span.SPAN_KIND_INTERNAL, Span.SPAN_KIND_CLIENT]  # fmt: skip
+    assert attributes(spans["redis lookup"])["db.system.name"] == "redis"
     assert {s.parent_span_id for s in spans.values() if s is not request} == {request.span_id}
     assert all(p.endswith(" application/x-protobuf") and p.startswith("/v1/traces ") for p in receiver.paths)
 
