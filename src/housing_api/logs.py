@@ -38,11 +38,11 @@ class RequestIds:
     32 hex digits in all. Cheaper than a UUID per request, and as unique across pods."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
+        self._prefix = os.urandom(8).hex().encode()
         self._next = itertools.count().__next__
 
     def new(self) -> bytes:
-        return f"{self._prefix}{self._next():016x}".encode()
+        return b"%s%016x" % (self._prefix, self._next())
 
 
 def request_id_header() -> dict[str, str] | None:
