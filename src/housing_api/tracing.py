@@ -103,12 +103,12 @@ class OtlpHttpExporter(SpanExporter):
 class Tracing:
     """The tracer provider, owned by the app's lifespan, and the spans of the request path."""
 
-    def __init__(self, endpoint: str, exporter: SpanExporter | None = None) -> None:
+    def __init__(self, endpoint: str) -> None:
         # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES and OTEL_TRACES_SAMPLER(_ARG) are read by the SDK
         # here, as everywhere else; the default sampler follows the caller's sampled flag (Istio's).
         resource = Resource.create({SERVICE_NAME: "housing-api", SERVICE_VERSION: __version__})
         self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(BatchSpanProcessor(exporter or OtlpHttpExporter(endpoint)))
+        self.provider.add_span_processor(BatchSpanProcessor(OtlpHttpExporter(endpoint)))
         self.tracer = self.provider.get_tracer("housing_api", __version__)
         self._propagator = TraceContextTextMapPropagator()
 
