@@ -14,6 +14,8 @@ export UV_SYSTEM_CERTS ?= 1
 # Where `make run` listens: `make run HOST=0.0.0.0 PORT=8080`.
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
+# `make run` logs plain lines for a terminal; the service's default is JSON, for a log pipeline.
+LOG_FORMAT  ?= text
 # The offline copy of the California housing data that ships beside this repo (see README).
 SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
 export SCIKIT_LEARN_DATA
@@ -33,7 +35,7 @@ $(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c 
 install: deps $(VENV)/.installed  ## uv, OS packages when root, and .venv with the runtime and dev dependencies
 
 run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_URL for Redis)
-	$(BIN)/housing-api serve --host $(HOST) --port $(PORT)
+	LOG_FORMAT=$(LOG_FORMAT) $(BIN)/housing-api serve --host $(HOST) --port $(PORT)
 
 test: install  ## run the whole test suite (unit + integration against real processes)
 	$(BIN)/pytest -q

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.integration
 
 APP_UID = 10001
 READY_TARGET_S = 2.0  # the issue's target; reported, not asserted (a shared machine is no stopwatch)
-VENV_LIMIT_BYTES = 90_000_000
+# 90 MB until the OpenTelemetry SDK (issue 24: traces), which measured 94.0 MB with it (SDK, semantic
+# conventions, protobuf and opentelemetry-proto: 6 MB with their bytecode).
+VENV_LIMIT_BYTES = 96_000_000
 # What the manifests give the container (.k8s/base/api-deployment.yaml): a read-only root and one
 # emptyDir at /tmp. podman's --read-only would add tmpfs on /tmp, /var/tmp and /run by itself.
 LIKE_THE_MANIFESTS = ("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:size=64m", "--cap-drop", "ALL")
@@ -138,7 +140,7 @@ def test_runtime_has_no_scikit_learn_scipy_joblib_compiler_or_uv(served: tuple[C
     assert 'fast_path="True"' in metrics or 'fast_path="true"' in metrics
 
 
-def test_virtual_environment_is_under_90_mb(served: tuple[Container, float]) -> None:
+def test_virtual_environment_is_under_96_mb(served: tuple[Container, float]) -> None:
     container, _ = served
     size = int(container.exec("du", "-s", "--apparent-size", "-B1", "/app/.venv").stdout.split()[0])
     print(f"/app/.venv: {size / 1e6:.1f} MB")

@@ -569,6 +569,9 @@ def test_a_clean_shutdown_still_exits_0(tmp_path: Any) -> None:
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL=verbose: must be one of"),
         ({"REQUEST_TIMEOUT_S": "0"}, "REQUEST_TIMEOUT_S=0"),
         ({"MAX_QUEUED_ROWS": "10"}, "MAX_QUEUED_ROWS (10) must be >= MAX_BATCH_ROWS"),
+        ({"LOG_FORMAT": "yaml"}, "LOG_FORMAT=yaml: Input should be 'json' or 'text'"),
+        ({"ACCESS_LOG_SAMPLE": "2"}, "ACCESS_LOG_SAMPLE=2"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "otel:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT=otel:4318: must be an http"),
     ],
 )
 def test_a_bad_setting_stops_startup_with_one_line(env: dict[str, str], named: str) -> None:

@@ -19,6 +19,7 @@ from housing_api.body import BodyTooLarge, UnsupportedMediaType, check_json_body
 from housing_api.deps import Services
 from housing_api.errors import BodyTimeout, DeadlineExceeded, NotReady, Overloaded, ShuttingDown, StageFailed
 from housing_api.http_cache import RowResponseCoder, row_key_builder, stable_etag
+from housing_api.logs import request_id_header
 from housing_api.registry import public_view
 from housing_api.schemas import (
     ErrorBody,
@@ -137,7 +138,8 @@ async def _client_gone(_: Request, __: Exception) -> Response:
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return _error(500, "internal error; it has been logged")
+    # Sent by Starlette's outermost layer, outside the one that adds x-request-id to every response.
+    return _error(500, "internal error; it has been logged", headers=request_id_header())
 
 
 EXCEPTION_STATUS: dict[type[Exception], Any] = {

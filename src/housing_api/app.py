@@ -7,13 +7,14 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi_cache import FastAPICache
 from prometheus_client import CollectorRegistry
 
 from housing_api import FEATURES, __version__
+from housing_api.access import AccessLog
 from housing_api.api import answer_head_like_get, build_router, install_error_handlers
 from housing_api.batching import Chain, Resolver
 from housing_api.body import BodyBudget, BodyReader
@@ -30,7 +31,10 @@ from housing_api.redis_cluster import ClusterTier
 from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
 from housing_api.service import PredictionService
-from housing_api.tiers import ModelCall, RedisLookup, RedisWrites
+from housing_api.tiers import ModelCall, RedisLookup, RedisWrites, Tier
+
+if TYPE_CHECKING:  # imported only when tracing is on (_tracing)
+    from housing_api.tracing import Tracing
 
 log = logging.getLogger(__name__)
 RESOLVER_STOP_S = 5.0
@@ -56,10 +60,12 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     validator = BatchValidator(settings.max_batch_rows)
     budget = BodyBudget(settings.max_inflight_requests * settings.max_body_bytes)
     services = Services(BodyReader(settings.max_body_bytes, settings.body_timeout_s, budget, metrics))
+    access = AccessLog(settings.access_log_sample, settings.access_log_slow_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service, redis = await _start(settings, metrics, validator, source)
+        tracing = access.tracing = _tracing(settings)
+        service, redis = await _start(settings, metrics, validator, source, tracing)
         services.service = service
         app.state.service = service  # for tests, as below
         services.http_cache = http_cache = HttpCacheBackend(
@@ -87,6 +93,9 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
             await http_cache.drain(1.0)
             if redis is not None:
                 await redis.close()
+            if tracing is not None:
+                access.tracing = None
+                await asyncio.to_thread(tracing.shutdown)  # exports what is queued: network I/O
 
     app = FastAPI(
         title="housing-api",
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, registry)
+    instrument(app, registry, access)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
@@ -115,8 +124,22 @@ def model_source(settings: Settings) -> ModelSource:
     return resolve_source(settings.model_uri, settings.model_path, settings.model_store, settings.mlflow_tracking_uri)
 
 
+def _tracing(settings: Settings) -> Tracing | None:
+    """The tracer when OTEL_EXPORTER_OTLP_ENDPOINT is set; the OpenTelemetry SDK is not even imported otherwise."""
+    if not settings.otel_exporter_otlp_endpoint:
+        return None
+    from housing_api.tracing import Tracing
+
+    log.info("tracing: spans to %s/v1/traces (OTLP/HTTP)", redact_url(settings.otel_exporter_otlp_endpoint))
+    return Tracing(settings.otel_exporter_otlp_endpoint)
+
+
 async def _start(
-    settings: Settings, metrics: ServiceMetrics, validator: BatchValidator, source: ModelSource | None
+    settings: Settings,
+    metrics: ServiceMetrics,
+    validator: BatchValidator,
+    source: ModelSource | None,
+    tracing: Tracing | None = None,
 ) -> tuple[PredictionService, RedisTier | None]:
     if source is None:
         # Fetching from a registry is network I/O: keep it off the event loop.
@@ -133,15 +156,21 @@ async def _start(
     namespace = key_namespace(settings.cache_prefix, model.version, VALUE_ENCODING)
     # The resolution chain, in the order a row travels it: the in-process tier, then Redis, then the
     # model. Every answer is kept in memory; what the model computes is written behind to Redis.
-    chain = Chain(
-        memory=MemoryTier(settings.memory_cache_rows),
-        tiers=(RedisLookup(redis, namespace, metrics), ModelCall(model, metrics, settings.inline_predict_rows)),
-        write_behind=RedisWrites(redis, namespace, metrics),
-    )
+    tiers: tuple[Tier, ...] = (
+        RedisLookup(redis, namespace, metrics), ModelCall(model, metrics, settings.inline_predict_rows),
+    )  # fmt: skip
+    write_behind = RedisWrites(redis, namespace, metrics)
+    if tracing is not None:  # the same chain, each tier's batches recorded as spans
+        from housing_api.tracing import TracedTier, TracedWrites
+
+        tiers = tuple(TracedTier(tier, tracing) for tier in tiers)
+        write_behind = TracedWrites(redis, namespace, metrics, tracing)
+    chain = Chain(memory=MemoryTier(settings.memory_cache_rows), tiers=tiers, write_behind=write_behind)
     resolver = Resolver(
         chain, metrics, batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
         max_queued_rows=settings.max_queued_rows, request_timeout_s=settings.request_timeout_s,
         micro_batching=settings.micro_batching, stage_down_livez_s=settings.stage_down_livez_s,
+        tracing=tracing,
     )  # fmt: skip
     resolver.start()
     service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)

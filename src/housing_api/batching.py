@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from housing_api.cache import MemoryTier, RedisTier
 from housing_api.config import STAGE_DOWN_LIVEZ_S_DEFAULT
@@ -32,6 +33,9 @@ from housing_api.keys import Row
 from housing_api.metrics import HIT, MEMORY, MISS, QUEUE_FULL, REDIS, REQUEST, ServiceMetrics, Source
 from housing_api.stages import Stage
 from housing_api.tiers import RedisWrites, Tier, add
+
+if TYPE_CHECKING:  # imported only when tracing is on (app.py)
+    from housing_api.tracing import Tracing
 
 __all__ = ["Chain", "Resolver", "Source"]
 
@@ -62,6 +66,7 @@ class Resolver:
         request_timeout_s: float,
         micro_batching: bool = True,
         stage_down_livez_s: float = STAGE_DOWN_LIVEZ_S_DEFAULT,
+        tracing: Tracing | None = None,
     ) -> None:
         self.memory = chain.memory
         self.tiers = chain.tiers
@@ -71,6 +76,7 @@ class Resolver:
         self.request_timeout_s = request_timeout_s
         self.micro_batching = micro_batching
         self.stage_down_livez_s = stage_down_livez_s
+        self.tracing = tracing
         self.inflight = InFlight()
         self._closing = False
         # A batch is never worth waiting for longer than the requests that wait for it (config.py).
@@ -141,7 +147,10 @@ class Resolver:
         n = len(rows)
         values = [0.0] * n
         sources: list[Source] = [MEMORY] * n
-        missing = self._from_memory(rows, values)
+        if self.tracing is None:
+            missing = self._from_memory(rows, values)
+        else:
+            missing = self.tracing.memory_lookup(self._from_memory, rows, values)
         if missing:
             try:
                 async with asyncio.timeout(self.request_timeout_s):
@@ -178,6 +187,8 @@ class Resolver:
             self.metrics.rejected.labels(QUEUE_FULL).inc()
             raise Overloaded(f"more than {self.max_queued_rows} rows are waiting for the model")
         ticket = Ticket(values, sources, len(missing))
+        if self.tracing is not None:
+            ticket.span = self.tracing.request_context()
         self._pass_on(0, self.inflight.join(rows, missing, ticket))
         try:
             await ticket.future
@@ -194,6 +205,8 @@ class Resolver:
         rows alone: one MGET, one model call and one write, no sharing between requests. Kept to
         measure what batching buys."""
         ticket = Ticket(values, sources, len(missing))
+        if self.tracing is not None:
+            ticket.span = self.tracing.request_context()
         batch = unshared(rows, missing, ticket)
         for tier in self.tiers:
             if not batch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -39,7 +38,12 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigurationError as exc:
         print(f"housing-api: cannot start: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from housing_api.logs import TraceIds, configure_logging
+
+    trace_ids: TraceIds | None = None
+    if settings.otel_exporter_otlp_endpoint:
+        from housing_api.tracing import current_ids as trace_ids
+    configure_logging(settings.log_level, settings.log_format, trace_ids)
     try:
         # Fail before the server starts, with one line, rather than inside the lifespan with a traceback.
         # A registry version is fetched here, once, into MODEL_STORE.
@@ -58,7 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         bounds,
         host=args.host,
         port=args.port,
-        access_log=False,
+        access_log=False,  # ours is sampled, and carries the request's ids (access.py)
+        log_config=None,  # uvicorn's lines go through configure_logging's handler, in LOG_FORMAT
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=graceful_timeout(args, settings.shutdown_timeout_s, RESOLVER_STOP_S),
         # Connections (idle keep-alive ones and stalled uploads included) are bounded too: past it

@@ -102,6 +102,23 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(20_000, ge=1, description="Rows allowed to wait for Redis or the model; more get 429.")
     http_cache_max_age: int = Field(60, ge=0, description="Cache-Control max-age of GET /predict responses.")
     log_level: str = Field("info", description="Python log level: debug, info, warning, error or critical.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="json: one JSON object per line with the request and trace ids (for a log pipeline); text: plain lines for a terminal (make run).",
+    )
+    access_log_sample: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of requests given an access log line (0..1); a 5xx or a request slower than ACCESS_LOG_SLOW_S always gets one.",
+    )
+    access_log_slow_s: float = Field(
+        1.0, gt=0, description="A request that takes at least this long always gets an access log line."
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector (http://host:4318): spans are POSTed to <it>/v1/traces as protobuf; unset = no tracing, and no cost.",
+    )
     # One knob for two bounds, on purpose: the request's deadline, and each stage's bound on one batch
     # (batching.py). A batch is never worth waiting for longer than the requests that wait for it, and
     # a separate stage bound could only be shorter (failing batches some request could still use) or
@@ -224,6 +241,13 @@ class Settings(BaseSettings):
         if self.redis_ca_file is not None:
             connection["ssl_ca_certs"] = str(self.redis_ca_file)
         return connection
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint_is_http(cls, value: str | None) -> str | None:
+        if value and not (value.startswith(("http://", "https://")) and urlsplit(value).hostname):
+            raise ValueError("must be an http:// or https:// URL (for example http://otel-collector:4318)")
+        return value or None
 
     @field_validator("log_level")
     @classmethod

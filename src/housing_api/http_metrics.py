@@ -15,11 +15,15 @@ The instrumentator resolves each request's route template by walking every route
 FastAPI rebuilds the included router's route list for that walk), so its cost grew with each route
 added: the HEAD twins of issue 21 cost ~22,000 instructions per POST /predict (docs/benchmarks.md).
 `_MemoizedHandlers` remembers the answer per (root path, path, method), as InProgress does.
+InProgress is also the one per-request layer of the request's identity (access.py): it reads the
+request's x-request-id and traceparent, sends the id back in x-request-id, writes the sampled access
+line and, only when tracing is on, holds the request's span. No other middleware is added for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,8 +34,10 @@ from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentato
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from housing_api.access import AccessLog
+from housing_api.logs import REQUEST, request_ids
 from housing_api.metrics import LATENCY_BUCKETS
 
 METRICS_PATH = "/metrics"
@@ -59,21 +65,68 @@ class _Count:
 
 
 class InProgress:
-    """Pure ASGI middleware: http_requests_inprogress{handler, method}.
+    """Pure ASGI middleware: http_requests_inprogress{handler, method}, and with `access` the
+    request's id, access line and span.
 
     Pure ASGI rather than BaseHTTPMiddleware, which adds a task and a stream per request; this
-    costs a dict lookup and two integer updates.
+    costs a dict lookup and two integer updates, and with `access` a scan of the request's headers,
+    one context variable, a wrapped `send` and a random draw (tracing off).
     """
 
-    def __init__(self, app: ASGIApp, gauge: Gauge, excluded: frozenset[str] = frozenset({METRICS_PATH})) -> None:
+    def __init__(self, app: ASGIApp, gauge: Gauge, excluded: frozenset[str] = frozenset({METRICS_PATH}),
+                 access: AccessLog | None = None) -> None:  # fmt: skip
         self.app = app
         self.gauge = gauge
         self.excluded = excluded
-        self._by_path: dict[tuple[str, str, str], _Count | None] = {}
+        self.access = access
+        self._by_path: dict[tuple[str, str, str], tuple[_Count | None, str]] = {}
         self._by_route: dict[tuple[str, str], _Count] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        count = self._count(scope) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        count, route = self._route(scope)
+        access = self.access
+        if access is None:
+            await self._counted(scope, receive, send, count)
+            return
+        request_id, traceparent = request_ids(scope["headers"])
+        if request_id is None:
+            request_id = access.ids.new()
+        header = (b"x-request-id", request_id)
+        status = 500  # unless a response starts: an exception the app did not answer (Starlette's 500)
+
+        # A plain function returning send's awaitable: no coroutine of its own for each message.
+        def send_with_id(message: Message) -> Awaitable[None]:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            return send(message)
+
+        REQUEST.set((request_id, traceparent))
+        tracing = access.tracing
+        if tracing is not None:
+            span, span_token = tracing.start_request(scope["method"], route, scope["path"], traceparent)
+        if count is not None:
+            count.n += 1
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            if count is not None:
+                count.n -= 1
+            if access.wanted(status, elapsed):
+                access.write(scope, route, status, elapsed)
+            if tracing is not None:
+                tracing.end_request(span, span_token, status, request_id)
+        # REQUEST is left set: an exception nobody answered is answered after this, by Starlette's
+        # outermost layer (api._unexpected), which names the id too. Each request runs in a task of
+        # its own (uvicorn), whose context ends with it.
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, count: _Count | None) -> None:
         if count is None:
             await self.app(scope, receive, send)
             return
@@ -83,7 +136,7 @@ class InProgress:
         finally:
             count.n -= 1
 
-    def _count(self, scope: Scope) -> _Count | None:
+    def _route(self, scope: Scope) -> tuple[_Count | None, str]:
         key = (scope.get("root_path", ""), scope["path"], scope["method"])
         try:
             return self._by_path[key]
@@ -94,8 +147,8 @@ class InProgress:
         handler = get_route_name(HTTPConnection(scope), should_include_root_path=False) or "none"
         count = None if handler in self.excluded else self._route_count(handler, scope["method"])
         if len(self._by_path) < _MEMO_SIZE:
-            self._by_path[key] = count
-        return count
+            self._by_path[key] = (count, handler)
+        return count, handler
 
     def _route_count(self, handler: str, method: str) -> _Count:
         count = self._by_route.get((handler, method))
@@ -177,8 +230,9 @@ def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
     return observe
 
 
-def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
-    """http_* metrics on `registry`, labelled by route template, method and status class."""
+def instrument(app: FastAPI, registry: CollectorRegistry, access: AccessLog | None = None) -> None:
+    """http_* metrics on `registry`, labelled by route template, method and status class; with
+    `access`, each request's id, access line and span (InProgress)."""
     Instrumentator(
         should_group_status_codes=True,
         should_ignore_untemplated=False,
@@ -195,7 +249,7 @@ def instrument(app: FastAPI, registry: CollectorRegistry) -> None:
         "http_requests_inprogress", "HTTP requests being served, by route template and method.",
         ["handler", "method"], registry=registry,
     )  # fmt: skip
-    app.add_middleware(InProgress, gauge=gauge)
+    app.add_middleware(InProgress, gauge=gauge, access=access)
 
 
 def _is_instrumentator(middleware: Middleware) -> bool:

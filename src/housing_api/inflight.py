@@ -10,21 +10,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from housing_api.keys import Row
 from housing_api.metrics import Source
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 
 class Ticket:
     """One request's missing rows: filled in place, its future done when nothing remains."""
 
-    __slots__ = ("future", "pendings", "remaining", "sources", "values")
+    __slots__ = ("future", "pendings", "remaining", "sources", "span", "values")
 
     def __init__(self, values: list[float], sources: list[Source], remaining: int) -> None:
         self.values = values
         self.sources = sources
         self.remaining = remaining
         self.pendings: list[Pending] = []
+        self.span: SpanContext | None = None
+        """The request's span when tracing is on and it is sampled: the batches its rows join link to it."""
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
