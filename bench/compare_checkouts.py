@@ -2,6 +2,12 @@
 
     .venv/bin/python bench/compare_checkouts.py before=/path/to/old/checkout after=. [--rounds 4 --seconds 6]
     .venv/bin/python bench/compare_checkouts.py before=/old/checkout after=. [more=...] --instructions [--requests 400]
+    .venv/bin/python bench/compare_checkouts.py standalone=. cluster=.:cluster --instructions
+
+A variant is NAME=PATH, or NAME=PATH:cluster to run that checkout with REDIS_MODE=cluster against a
+3-master Redis Cluster without replicas (tests/harness.py), started next to the standalone redis-server,
+so one run compares the modes of one checkout side by side (issue 23). A hit is an in-process hit
+unless --no-memory-tier (MEMORY_CACHE_ROWS=0) makes every hit a Redis hit.
 
 Each checkout needs its C extension built in its src/ (`make install` there). For a change of the
 request path (issue 10's rule: hits and misses may not drop by more than 5%). Every round starts
@@ -43,7 +49,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
+from harness import RedisClusterNodes, RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
 
 ROW = (
     '{"MedInc": %s, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02, "Population": 322, '
@@ -125,7 +131,26 @@ def instructions(out_file: Path) -> int:
     raise ValueError(f"no totals in {out_file}")
 
 
-def written(redis: Any, before: int) -> None:
+class Store:
+    """Where a variant's service keeps its Redis tier: the standalone server or the cluster's masters."""
+
+    def __init__(self, mode: str, url: str, servers: list[RedisServer]) -> None:
+        self.mode, self.url, self.servers = mode, url, servers
+        self.clients: list[Any] = []
+
+    def open(self) -> Store:
+        self.clients = [s.client() for s in self.servers]
+        return self
+
+    def dbsize(self) -> int:
+        return sum(int(c.dbsize()) for c in self.clients)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def written(redis: Store, before: int) -> None:
     """Until the miss's write-behind has reached Redis; an error if it does not within 5 s."""
     deadline = time.monotonic() + 5
     while redis.dbsize() <= before:
@@ -134,21 +159,23 @@ def written(redis: Any, before: int) -> None:
         time.sleep(0.001)
 
 
-def counted_run(
-    checkout: Path, redis: RedisServer, prefix: str, scenario: str, args: argparse.Namespace, tmp: Path
-) -> float:
+def counted_run(checkout: Path, redis: Store, prefix: str, scenario: str, args: argparse.Namespace, tmp: Path) -> float:
     """Instructions per request of one scenario, counted by callgrind (see the module docstring)."""
     out = tmp / f"callgrind.{prefix}"
     # Redis' 50 ms timeout would fire under callgrind's slowdown, and a Redis out of use is a cheaper path.
     env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
            "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0", "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
+    if args.no_memory_tier:  # every hit is a Redis hit: the path where the Redis mode matters
+        env["MEMORY_CACHE_ROWS"] = "0"
+    if redis.mode == "cluster":  # an old checkout knows no REDIS_MODE: standalone is left unset
+        env["REDIS_MODE"] = "cluster"
     service = ServiceProcess(env, checkout=checkout)
     service.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *service.argv]
     service.start(timeout_s=600)
     try:
         bodies = (HIT_BODY for _ in iter(int, 1)) if scenario == "hit" else (miss_body(n) for n in range(10**7))
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
-        client = redis.client()
+        client = redis.open()
         for n in range(args.warmup + args.requests):
             if n == args.warmup:
                 callgrind(service.pid, "-i", "on")
@@ -169,19 +196,27 @@ def counted_run(
         service.stop()
 
 
-def count_instructions(variants: dict[str, Path], args: argparse.Namespace) -> None:
+def count_instructions(variants: dict[str, Path], modes: dict[str, str], args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisServer(Path(tmp)).start()
+        stores = {"standalone": Store("standalone", redis.url, [redis])}
+        cluster = None
         try:
+            if "cluster" in modes.values():
+                cluster = RedisClusterNodes(Path(tmp) / "cluster", masters=3, replicas=0).start()
+                stores["cluster"] = Store("cluster", cluster.url, cluster.nodes)
             for r in range(args.rounds):
                 for name, checkout in variants.items():
                     for scenario in ("hit", "miss"):
                         dumps = args.dumps or Path(tmp)
-                        ir = counted_run(checkout, redis, f"ir{r}{name}{scenario}", scenario, args, dumps)
+                        store = stores[modes[name]]
+                        ir = counted_run(checkout, store, f"ir{r}{name}{scenario}", scenario, args, dumps)
                         results.setdefault((name, scenario), []).append(ir)
                         print(f"round {r} {name:10s} {scenario:4s} {ir:10.0f} instructions/request", flush=True)
         finally:
+            if cluster is not None:
+                cluster.stop()
             redis.stop()
     first, *others = variants
     for scenario in ("hit", "miss"):
@@ -192,20 +227,29 @@ def count_instructions(variants: dict[str, Path], args: argparse.Namespace) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkouts", nargs="+", help="NAME=PATH, twice (--instructions: twice or more)")
+    parser.add_argument(
+        "checkouts", nargs="+", help="NAME=PATH, twice (--instructions: twice or more; PATH:cluster for Redis Cluster)"
+    )
     parser.add_argument("--rounds", type=int, help="4 by default; 1 with --instructions")
     parser.add_argument("--seconds", default="6s")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
     parser.add_argument("--requests", type=int, default=400, help="--instructions: requests counted per scenario")
     parser.add_argument("--warmup", type=int, default=200, help="--instructions: requests before counting")
     parser.add_argument("--dumps", type=Path, help="--instructions: keep callgrind's dumps here (callgrind_annotate)")
+    parser.add_argument(
+        "--no-memory-tier", action="store_true", help="--instructions: MEMORY_CACHE_ROWS=0, so hits are Redis hits"
+    )
     parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
     args = parser.parse_args()
-    variants = {name: Path(path).resolve() for name, path in (c.split("=", 1) for c in args.checkouts)}
+    specs = {name: spec for name, spec in (c.split("=", 1) for c in args.checkouts)}
+    modes = {name: "cluster" if spec.endswith(":cluster") else "standalone" for name, spec in specs.items()}
+    variants = {name: Path(spec.removesuffix(":cluster")).resolve() for name, spec in specs.items()}
     if args.instructions:
         args.rounds = args.rounds or 1
-        count_instructions(variants, args)
+        count_instructions(variants, modes, args)
         return
+    if "cluster" in modes.values():
+        parser.error(":cluster needs --instructions")
     if len(variants) != 2:
         parser.error("give two checkouts")
     args.rounds = args.rounds or 4
