@@ -126,13 +126,18 @@ def _register(registry: Any, out: Path, result: Any, args: argparse.Namespace) -
 
     try:
         registered = register(registry, out, result, args.model_name)
-        if args.alias:
-            registry.set_alias(registered.name, args.alias, registered.version)
+        return _aliased(registry, registered, args.alias, "")
     except ModelArtifactError as exc:
         print(f"housing-api: cannot register: {exc}", file=sys.stderr)
         return 2
-    alias = f", alias @{args.alias}" if args.alias else ""
-    print(f"registered {registered.uri} (run {registered.run_id}{alias}) at {registry.where}")
+
+
+def _aliased(registry: Any, registered: Any, alias: str | None, source: str) -> int:
+    """Point the alias (if any) at the newly registered version, and say what was registered."""
+    if alias:
+        registry.set_alias(registered.name, alias, registered.version)
+    named = f", alias @{alias}" if alias else ""
+    print(f"registered {registered.uri} (run {registered.run_id}{named}){source} at {registry.where}")
     return 0
 
 
@@ -179,14 +184,10 @@ def _reregister(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory() as workdir:
             registered = reregister(registry, args.uri, Path(workdir))
-        if args.alias:
-            registry.set_alias(registered.name, args.alias, registered.version)
+        return _aliased(registry, registered, args.alias, f" from {args.uri}")
     except ModelArtifactError as exc:
         print(f"housing-api: cannot reregister: {exc}", file=sys.stderr)
         return 2
-    alias = f", alias @{args.alias}" if args.alias else ""
-    print(f"registered {registered.uri} (run {registered.run_id}{alias}) from {args.uri} at {registry.where}")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

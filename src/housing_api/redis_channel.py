@@ -51,16 +51,22 @@ class Channel:
 
     async def _connect(self) -> Any:
         pool = self._client.connection_pool
-        conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        try:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        self._conn = conn
-        return conn
+        self._conn = await connect_untimed(pool.connection_class, pool.connection_kwargs)
+        return self._conn
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.disconnect(nowait=True)
+
+
+async def connect_untimed(connection_class: Any, kwargs: dict[str, Any]) -> Any:
+    """A connection made as a pool makes them, but without a socket timeout: every caller bounds
+    its whole call with asyncio.timeout. A connect that fails or is cut off leaves nothing open."""
+    conn = connection_class(**{**kwargs, "socket_timeout": None})
+    try:
+        await conn.connect()
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    return conn

@@ -29,6 +29,7 @@ from redis.exceptions import AskError, MovedError, ResponseError
 
 from housing_api.cache import RedisTier, with_c_packing
 from housing_api.metrics import GET, PING, SET, RedisOp, ServiceMetrics
+from housing_api.redis_channel import connect_untimed
 from housing_api.redis_faults import OUTAGES, classify
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,8 @@ class NodeLink:
 
     async def _connect(self) -> Any:
         node = self.node
-        conn = with_c_packing(node.connection_class)(**{**node.connection_kwargs, "socket_timeout": None})
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        self._conn = conn
-        return conn
+        self._conn = await connect_untimed(with_c_packing(node.connection_class), node.connection_kwargs)
+        return self._conn
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
