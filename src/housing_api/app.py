@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, registry, access)
+    instrument(app, metrics, access)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
@@ -146,7 +146,7 @@ async def _start(
         source = await asyncio.to_thread(model_source, settings)
     model = load_model(source.path, source.registry)
     # The estimator's name from model.json: model.estimator would unpickle it just for a label.
-    metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
+    metrics.model_loaded(model.version, model.info.estimator, model.fast_path)
     redis = _redis_tier(settings, metrics)
     if redis is not None and not await redis.ping():
         log.warning(
