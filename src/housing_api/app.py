@@ -23,8 +23,9 @@ from housing_api.config import Settings, redact_url
 from housing_api.deps import Services
 from housing_api.docs_ui import mount_docs
 from housing_api.drift import DriftCheck, DriftConfig
+from housing_api.exposition import serve_metrics
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
-from housing_api.http_metrics import instrument
+from housing_api.http_metrics import METRICS_PATH, instrument
 from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
@@ -114,7 +115,8 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, metrics, access)
+    instrument(app, registry, access)
+    serve_metrics(app, METRICS_PATH, metrics.exposed)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
