@@ -1102,7 +1102,13 @@ def check_gateway_monitor(objs: list[Obj]) -> list[str]:
             problems.append(f"{ref(monitor)} selects {match_labels(spec['selector'])}, not {ref(gateway)}'s pods")
     rules = ALERT_RULES.read_text()
     read = set(re.findall(r"\b(istio_\w+)\{", rules))
-    services = set(re.findall(r'destination_service_name="([^"]+)"', rules))
+    # The API's Services the rules select (with Flagger, the gateway's route goes to -primary and -canary).
+    selected = set(re.findall(r'destination_service_name=~?"([^"]+)"', rules))
+    services = {
+        s["metadata"]["name"]
+        for s in of_kind(objs, "Service")
+        if any(re.fullmatch(r, s["metadata"]["name"]) for r in selected)
+    }
     for endpoint in spec["podMetricsEndpoints"]:
         if (endpoint.get("port"), endpoint.get("path")) != (ISTIO_SIDECAR_PORT, ISTIO_MERGED_PATH):
             problems.append(f"{ref(monitor)} scrapes {endpoint.get('port')}{endpoint.get('path')}, not Envoy's stats")
