@@ -404,6 +404,55 @@ def alert_name_problems(text: str) -> list[str]:
     return problems
 
 
+# --- models from S3 --------------------------------------------------------------------------------
+
+S3_SECRET = "housing-api-s3"
+HTTPS = 443
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"}
+
+
+def check_s3_access(objs: list[Obj]) -> list[str]:
+    """fetch-model, and only it, may read the optional S3 Secret; the pods run as a ServiceAccount
+    (for workload identity) without a Kubernetes API token; fetch-model's HTTPS bypasses a sidecar
+    that does not exist yet (excluded port, or Istio's own uid 1337); egress on 443 reaches public
+    addresses only."""
+    pod = _named_obj(objs, "Deployment")["spec"]["template"]
+    problems = []
+    containers = {c["name"]: c for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]}
+    readers = sorted(
+        n
+        for n, c in containers.items()
+        for s in c.get("envFrom", [])
+        if s.get("secretRef", {}).get("name") == S3_SECRET
+    )
+    if readers != ["fetch-model"]:
+        problems.append(f"the S3 Secret is read by {readers}, not fetch-model alone")
+    if not all(
+        s["secretRef"].get("optional") for s in containers["fetch-model"].get("envFrom", []) if "secretRef" in s
+    ):
+        problems.append("the S3 Secret is not optional: a pod without it would not start")
+    account = named(objs, "ServiceAccount", pod["spec"].get("serviceAccountName", "default"))
+    if account is None or account.get("automountServiceAccountToken") is not False:
+        problems.append("the pods' ServiceAccount is not rendered, or mounts a Kubernetes API token")
+    excluded = pod["metadata"].get("annotations", {}).get("traffic.sidecar.istio.io/excludeOutboundPorts", "")
+    if (
+        str(HTTPS) not in excluded.split(",")
+        and containers["fetch-model"].get("securityContext", {}).get("runAsUser") != 1337
+    ):
+        problems.append("fetch-model's HTTPS goes to a sidecar that is not running yet (no native sidecar)")
+    egress = _named_obj(objs, "NetworkPolicy")["spec"]["egress"]
+    blocks = [
+        p["ipBlock"]
+        for r in egress
+        if {x["port"] for x in r.get("ports", [])} == {HTTPS}
+        for p in r.get("to", [])
+        if "ipBlock" in p
+    ]
+    if not blocks or any(not set(b.get("except", [])) >= PRIVATE_RANGES for b in blocks):
+        problems.append(f"egress on {HTTPS} is missing or reaches private addresses: {blocks}")
+    return problems
+
+
 CHECKS: list[Check] = [
     check_flagger_shapes,
     check_canary_refs,
@@ -416,6 +465,7 @@ CHECKS: list[Check] = [
     check_flagger_owns_the_routing,
     check_stable_version_reaches_the_canary,
     check_alerts_follow_both_deployments,
+    check_s3_access,
 ]
 
 
@@ -634,12 +684,65 @@ MUTATIONS: list[tuple[str, Check, Callable[[list[Obj]], None], str]] = [
         "Flagger's to generate",
     ),
     (
+        "s3-secret-to-api",
+        check_s3_access,
+        lambda o: _container(o, "api")["envFrom"].append({"secretRef": {"name": S3_SECRET}}),
+        "not fetch-model alone",
+    ),
+    (
+        "s3-secret-required",
+        check_s3_access,
+        lambda o: _container(o, "fetch-model")["envFrom"][1]["secretRef"].pop("optional"),
+        "not optional",
+    ),
+    (
+        "api-token",
+        check_s3_access,
+        lambda o: _named_obj(o, "ServiceAccount").pop("automountServiceAccountToken"),
+        "mounts a Kubernetes API token",
+    ),
+    (
+        "https-through-missing-sidecar",
+        check_s3_access,
+        lambda o: _annotations(o).update({"traffic.sidecar.istio.io/excludeOutboundPorts": "5000"}),
+        "not running yet",
+    ),
+    (
+        "s3-egress-to-cluster",
+        check_s3_access,
+        lambda o: _https_block(o)["except"].remove("10.0.0.0/8"),
+        "reaches private addresses",
+    ),
+    (
         "no-stable-version",
         check_stable_version_reaches_the_canary,
         lambda o: _config(o).pop("STABLE_MODEL_VERSION"),
         "no STABLE_MODEL_VERSION",
     ),
 ]
+
+
+def _named_obj(objs: list[Obj], kind: str, name: str = API) -> Obj:
+    found = named(objs, kind, name)
+    assert found is not None
+    return found
+
+
+def _container(objs: list[Obj], name: str) -> Obj:
+    spec = _named_obj(objs, "Deployment")["spec"]["template"]["spec"]
+    container: Obj = next(c for c in spec["initContainers"] + spec["containers"] if c["name"] == name)
+    return container
+
+
+def _annotations(objs: list[Obj]) -> dict[str, str]:
+    annotations: dict[str, str] = _named_obj(objs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def _https_block(objs: list[Obj]) -> Obj:
+    egress = _named_obj(objs, "NetworkPolicy")["spec"]["egress"]
+    block: Obj = next(p["ipBlock"] for r in egress for p in r.get("to", []) if "ipBlock" in p)
+    return block
 
 
 def _selector(objs: list[Obj], kind: str) -> dict[str, str]:
