@@ -24,7 +24,16 @@ import pytest
 import yaml
 from conftest import KUBECTL_INSTALL, ROOT
 from flagger import CANARY_POD, canaries, generated, metric_query
-from prom import AWAITED, AWAITED_LABELS, exported_series, load_dashboard, metric_names, promtool_binary, queries
+from prom import (
+    AWAITED,
+    AWAITED_LABELS,
+    PrometheusUnavailable,
+    exported_series,
+    load_dashboard,
+    metric_names,
+    promtool_binary,
+    queries,
+)
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]
@@ -317,7 +326,13 @@ def promql_problems(exprs: dict[str, str], workdir: Path) -> list[str]:
     }
     path = workdir / "queries.yml"
     path.write_text(yaml.safe_dump(rules))
-    done = subprocess.run([promtool_binary(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    try:
+        promtool = promtool_binary()
+    except PrometheusUnavailable as exc:  # as test_alerts.py: skipped here, a failure on CI
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the promtool checks: {exc}")
+        pytest.skip(str(exc))
+    done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     return [] if done.returncode == 0 else [done.stdout + done.stderr]
 
 
