@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,8 @@ def sample(pid: int, url: str) -> tuple[float, int, int]:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     text = httpx.get(url + "/metrics", timeout=5).text
-    prefix = "housing_api_memory_cache_rows "
-    rows = next((int(float(line.split()[1])) for line in text.splitlines() if line.startswith(prefix)), 0)
+    found = re.search(r"^housing_api_memory_cache_rows(?:\{[^}]*\})? (\S+)$", text, re.M)
+    rows = int(float(found.group(1))) if found else 0
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd")), rows
 
 

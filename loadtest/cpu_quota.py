@@ -107,7 +107,9 @@ def process_cpu_seconds(text: str) -> float:
 
 
 _BUCKET = re.compile(
-    r'^http_request_duration_seconds_bucket\{handler="/predict",le="([^"]+)",method="POST",status="2xx"\} (\S+)$', re.M
+    r'^http_request_duration_seconds_bucket\{handler="/predict",le="([^"]+)",method="POST",'
+    r'(?:model_version="[^"]*",)?status="2xx"\} (\S+)$',
+    re.M,
 )
 
 

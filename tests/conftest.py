@@ -79,6 +79,23 @@ def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def other_model(tmp_path: Path) -> tuple[Path, Any]:
+    """A second model version beside the committed one: (its model.joblib, the fitted estimator),
+    a small gradient-boosted model on synthetic rows in the features' ranges, in tmp_path."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from housing_api.train import write_artifact
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform([0.5, 1, 1, 0.5, 10, 1, 33, -124], [15, 52, 10, 2, 5000, 6, 42, -114], size=(400, 8))
+    estimator = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X, X[:, 0] * 0.1)
+    path = tmp_path / "other" / "model.joblib"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_artifact(estimator, path, {"estimator": "HistGradientBoostingRegressor"})
+    return path, estimator
+
+
 @pytest.fixture
 def client() -> Iterator[TestClient]:
     """The app with the in-process tier only (the `make run` default)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
@@ -553,3 +554,14 @@ class Container:
     def remove(self) -> None:
         if self.id:
             self.podman("rm", "-f", "-t", "0", self.id)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` on a /metrics page whose labels include `labels` (0 when
+    there are none): whatever other labels a sample carries (model_version on every service sample)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

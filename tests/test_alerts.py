@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 from prom import (
+    AWAITED,
+    AWAITED_LABELS,
     K8S_ONLY_METRICS,
     PROMETHEUS_INSTALL,
     REDIS_EXPORTER_METRICS,
@@ -63,11 +65,6 @@ EDGE_LATENCY_BUCKET = 'le=~"50|50.0"'  # Istio's bucket in ms; Prometheus 3 writ
 NOT_FROM_THE_APP |= set(REDIS_EXPORTER_METRICS)
 # Labels Prometheus adds to every scraped series (the target's), beside the app's own.
 TARGET_LABELS = {"job", "instance", "namespace", "pod"}
-# Written against the contracts of work in flight (see HELPERS.md): metric -> the labels it will
-# have and the issue that adds it. test_awaited_metrics_are_not_exported_yet fails once one lands,
-# so that its entry here is removed and the checks below apply to it in full.
-AWAITED: dict[str, tuple[frozenset[str], str]] = {}
-AWAITED_LABELS: dict[tuple[str, str], str] = {}
 
 Rule = dict[str, Any]
 Evaluation = tuple[str, set[tuple[str | None, ...]], list[dict[str, str]]]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import app_client
 from fastapi.testclient import TestClient
+from harness import metric_value
 
 from housing_api import FEATURES
 from housing_api.schemas import SAMPLE_BATCH
@@ -219,7 +220,7 @@ def test_openapi_has_an_example_for_every_endpoint(client: TestClient) -> None:
 def test_metrics_are_exported(client: TestClient) -> None:
     post(client, SAMPLE_BATCH)
     text = client.get("/metrics").text
-    assert 'housing_api_rows_served_total{source="model"} 4.0' in text
+    assert metric_value(text, "housing_api_rows_served_total", source="model") == 4
     assert "http_request_duration_seconds_bucket" in text
 
 

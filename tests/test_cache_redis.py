@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RedisServer, app_client, make_settings, run, running_app, wait_until
-from sklearn.ensemble import HistGradientBoostingRegressor
+from conftest import RedisServer, app_client, make_settings, other_model, run, running_app, wait_until
+from harness import metric_value
 
 from housing_api.app import create_app
 from housing_api.schemas import SAMPLE_BATCH
-from housing_api.train import write_artifact
 
 pytestmark = pytest.mark.integration
 GOOD = SAMPLE_BATCH[0]
@@ -81,7 +80,7 @@ def test_rows_missing_from_memory_are_found_in_redis_by_another_instance(redis_u
         assert calls.calls == []
         assert second.json()["prediction"] == first["prediction"]
         metrics = b.get("/metrics").text
-        assert 'housing_api_rows_served_total{source="redis"} 4.0' in metrics
+        assert metric_value(metrics, "housing_api_rows_served_total", source="redis") == 4
 
 
 def test_each_row_is_cached_with_a_ttl(redis_url: str) -> None:
@@ -96,11 +95,7 @@ def test_each_row_is_cached_with_a_ttl(redis_url: str) -> None:
 
 
 def test_two_model_versions_on_one_redis_never_see_each_others_values(redis_url: str, tmp_path: Any) -> None:
-    rng = np.random.default_rng(0)
-    X = rng.uniform([0.5, 1, 1, 0.5, 10, 1, 33, -124], [15, 52, 10, 2, 5000, 6, 42, -114], size=(400, 8))
-    other = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X, X[:, 0] * 0.1)
-    other_path = tmp_path / "other.joblib"
-    write_artifact(other, other_path, {"estimator": "HistGradientBoostingRegressor"})
+    other_path, other = other_model(tmp_path)
     prefix = make_settings().cache_prefix
     with app_client(redis_url=redis_url, cache_prefix=prefix) as v1:
         p1 = v1.post("/predict", json=SAMPLE_BATCH).json()

@@ -178,7 +178,7 @@ PLACES = (
     "README.md",
     "docs/deployment.md",
     ".k8s/base/kustomization.yaml",
-    ".k8s/overlays/prod/istio-virtualservice.yaml",
+    ".k8s/components/flagger-canary/canary.yaml",
 )
 
 
@@ -277,7 +277,7 @@ MANIFESTS = (
     ".k8s/base/api-deployment.yaml",
     ".k8s/base/api-hpa.yaml",
     ".k8s/overlays/prod/patch-api-deployment.yaml",
-    ".k8s/overlays/prod/istio-virtualservice.yaml",
+    ".k8s/components/flagger-canary/canary.yaml",
     "prometheus/alerts.yaml",
 )
 FACTS: dict[str, tuple[Any, tuple[str, ...]]] = {

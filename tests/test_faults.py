@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, RedisServer
+from harness import metric_value
 from test_serve import Server
 
 pytestmark = pytest.mark.integration
@@ -52,14 +53,13 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def metric(url: str, line_prefix: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_prefix))
+def metric(url: str, name: str, **labels: str) -> float:
+    return metric_value(httpx.get(url + "/metrics", timeout=5).text, name, **labels)
 
 
 ORDINARY_ROW = {"MedInc": 3.1, "HouseAge": 20, "AveRooms": 5, "AveBedrms": 1, "Population": 900, "AveOccup": 3,
                 "Latitude": 36, "Longitude": -120}  # fmt: skip
-REDIS_HITS = 'housing_api_cache_lookups_total{outcome="hit",tier="redis"}'
+REDIS_HITS = {"name": "housing_api_cache_lookups_total", "outcome": "hit", "tier": "redis"}
 
 
 def test_redis_stopped_mid_run_loses_nothing_and_recovers(tmp_path: Path) -> None:
@@ -75,10 +75,10 @@ def test_redis_stopped_mid_run_loses_nothing_and_recovers(tmp_path: Path) -> Non
         time.sleep(10)
         redis.start()
         up_at = time.time()
-        hits_before = metric(server.url, REDIS_HITS)
+        hits_before = metric(server.url, **REDIS_HITS)
         resumed_after = None
         while time.time() - up_at < 10:
-            if metric(server.url, REDIS_HITS) > hits_before:
+            if metric(server.url, **REDIS_HITS) > hits_before:
                 resumed_after = time.time() - up_at
                 break
             time.sleep(0.2)
@@ -106,9 +106,9 @@ def test_redis_stopped_mid_run_loses_nothing_and_recovers(tmp_path: Path) -> Non
 
 def server_side_slow_fraction(url: str) -> float:
     """Share of POST /predict requests the server itself took over 2.5 s (its last bucket) to answer."""
-    labels = 'handler="/predict",method="POST"'
-    total = metric(url, f"http_request_duration_seconds_count{{{labels}}}")
-    fast = metric(url, 'http_request_duration_seconds_bucket{handler="/predict",le="2.5",method="POST"}')
+    labels = {"handler": "/predict", "method": "POST"}
+    total = metric(url, "http_request_duration_seconds_count", **labels)
+    fast = metric(url, "http_request_duration_seconds_bucket", **labels, le="2.5")
     return (total - fast) / total if total else 0.0
 
 
@@ -147,7 +147,7 @@ def test_three_times_capacity_sheds_with_429_and_recovers(tmp_path: Path) -> Non
         load.wait(timeout=180)
         stop.set()
         server_slow = server_side_slow_fraction(server.url)
-        deadlines = metric(server.url, 'housing_api_request_timeouts_total{kind="request"}')
+        deadlines = metric(server.url, "housing_api_request_timeouts_total", kind="request")
         started = time.monotonic()
         while True:  # back to normal: an ordinary request is answered promptly again
             t0 = time.monotonic()

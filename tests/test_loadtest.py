@@ -243,10 +243,10 @@ METRICS = """\
 # TYPE housing_api_rows_served_total counter
 housing_api_rows_served_total{source="memory"} 90.0
 housing_api_rows_served_total{source="redis"} 0.0
-housing_api_rows_served_total{source="model"} 110.0
+housing_api_rows_served_total{model_version="a0dd6c52d364",source="model"} 110.0
 housing_api_redis_errors_total{op="set",reason="readonly"} 2.0
 housing_api_redis_errors_total{op="set",reason="timeout"} 1.0
-http_requests_total{handler="/predict",method="POST",status="2xx"} 7.0
+http_requests_total{handler="/predict",method="POST",model_version="a0dd6c52d364",status="2xx"} 7.0
 """
 
 

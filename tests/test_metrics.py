@@ -7,11 +7,12 @@ import gc
 import itertools
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, app_client, make_settings, run, running_app
+from conftest import MODEL_PATH, ROOT, app_client, make_settings, other_model, run, running_app
 from prom import exported_series, scraped
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,13 +41,31 @@ def test_the_service_exports_exactly_the_documented_metrics() -> None:
 def test_every_label_value_exists_before_the_first_event() -> None:
     with app_client() as c:
         series = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
-    values = {(s.name, tuple(sorted(s.labels.items()))) for s in series}
+    values = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "model_version"))) for s in series}
     for tier, outcome in [("memory", "hit"), ("redis", "error"), ("http", "miss")]:
         assert ("housing_api_cache_lookups_total", (("outcome", outcome), ("tier", tier))) in values
     for op in ("ping", "get", "set"):
         assert ("housing_api_redis_errors_total", (("op", op), ("reason", "unreachable"))) in values
     for reason in ("inflight_full", "queue_full"):
         assert ("housing_api_rejected_requests_total", (("reason", reason),)) in values
+    for outcome in ("compared", "stable_missing", "invalid", "dropped"):
+        assert ("housing_api_drift_rows_total", (("outcome", outcome),)) in values
+    assert ("housing_api_prediction_drift_count", ()) in values
+
+
+def test_every_service_sample_names_the_model_version_that_served_it(tmp_path: Path) -> None:
+    # Two apps with different models in one process: each page carries its own version only.
+    other, _ = other_model(tmp_path)
+    for model_path in (MODEL_PATH, other):
+        with app_client(model_path=model_path) as c:
+            version = c.get("/model").json()["version"]
+            c.post("/predict", json=SAMPLE_BATCH)
+            samples = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
+        service = [s for s in samples if s.name.startswith(("http_", "housing_api_"))]
+        assert service and {s.labels.get("model_version") for s in service} == {version[:12]}
+        assert not [
+            s for s in samples if not s.name.startswith(("http_", "housing_api_")) and "model_version" in s.labels
+        ]
 
 
 ALERT_RULES = ROOT / "prometheus" / "alerts.yaml"

@@ -261,10 +261,11 @@ export function scrape(baseUrl) {
   const res = http.get(`${baseUrl}/metrics`, { tags: { phase: 'scrape' } });
   if (res.status !== 200) return null;
   const rows = {};
-  const re = /^housing_api_rows_served_total\{source="(\w+)"\} ([0-9.e+]+)$/gm;
+  // Other labels (model_version, on every service sample) may come before or after source.
+  const re = /^housing_api_rows_served_total\{(?:[^}]*,)?source="(\w+)"[^}]*\} ([0-9.e+]+)$/gm;
   let m;
   while ((m = re.exec(res.body)) !== null) rows[m[1]] = Number(m[2]);
-  const model = /^housing_api_model_batch_rows_sum ([0-9.e+]+)$/m.exec(res.body);
+  const model = /^housing_api_model_batch_rows_sum(?:\{[^}]*\})? ([0-9.e+]+)$/m.exec(res.body);
   return { rows_served: rows, model_rows: model ? Number(model[1]) : null };
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import orjson
@@ -296,7 +297,10 @@ def build_router(services: Services, body_schema: dict[str, Any], sample_respons
         service = services.service
         info = service.model.info
         # Which registered version, not where it is stored: /model is public in prod (registry.PUBLIC).
-        return {**info.raw, "fast_path": service.model.fast_path, "registry": public_view(info.registry)}
+        return {
+            **info.raw, "fast_path": service.model.fast_path, "registry": public_view(info.registry),
+            "drift": asdict(service.drift),
+        }  # fmt: skip
 
     answer_head_like_get(router)
     return router

@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from fastapi import FastAPI
 from fastapi_cache import FastAPICache
@@ -22,6 +22,7 @@ from housing_api.cache import VALUE_ENCODING, MemoryTier, RedisTier
 from housing_api.config import Settings, redact_url
 from housing_api.deps import Services
 from housing_api.docs_ui import mount_docs
+from housing_api.drift import DriftCheck, DriftConfig
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
 from housing_api.http_metrics import instrument
 from housing_api.keys import key_namespace
@@ -113,7 +114,7 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, registry, access)
+    instrument(app, metrics, access)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
@@ -146,7 +147,7 @@ async def _start(
         source = await asyncio.to_thread(model_source, settings)
     model = load_model(source.path, source.registry)
     # The estimator's name from model.json: model.estimator would unpickle it just for a label.
-    metrics.model_info.labels(model.version, model.info.estimator, str(model.fast_path).lower()).set(1)
+    metrics.model_loaded(model.version, model.info.estimator, model.fast_path)
     redis = _redis_tier(settings, metrics)
     if redis is not None and not await redis.ping():
         log.warning(
@@ -165,7 +166,8 @@ async def _start(
 
         tiers = tuple(TracedTier(tier, tracing) for tier in tiers)
         write_behind = TracedWrites(redis, namespace, metrics, tracing)
-    chain = Chain(memory=MemoryTier(settings.memory_cache_rows), tiers=tiers, write_behind=write_behind)
+    drift = _drift(settings, model.version, redis, metrics)
+    chain = Chain(MemoryTier(settings.memory_cache_rows), tiers, write_behind, drift.check)
     resolver = Resolver(
         chain, metrics, batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
         max_queued_rows=settings.max_queued_rows, request_timeout_s=settings.request_timeout_s,
@@ -173,8 +175,29 @@ async def _start(
         tracing=tracing,
     )  # fmt: skip
     resolver.start()
-    service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests)
+    service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests, drift.config)
     return service, redis
+
+
+class _Drift(NamedTuple):
+    config: DriftConfig
+    check: DriftCheck | None
+
+
+def _drift(settings: Settings, version: str, redis: RedisTier | None, metrics: ServiceMetrics) -> _Drift:
+    """The drift comparison when STABLE_MODEL_VERSION names another version and Redis is there."""
+    config = DriftConfig.of(settings.stable_model_version, settings.drift_sample, version, redis is not None)
+    if settings.stable_model_version and not config.active:
+        log.info(
+            "prediction drift off: STABLE_MODEL_VERSION is this model's own version, DRIFT_SAMPLE is 0 or no REDIS_URL"
+        )
+    if redis is None or not config.active:
+        return _Drift(config, None)
+    log.info(
+        "prediction drift: %g of computed rows compared with model %s", config.sample, config.stable_model_version[:16]
+    )
+    namespace = key_namespace(settings.cache_prefix, settings.stable_model_version, VALUE_ENCODING)
+    return _Drift(config, DriftCheck(redis, namespace, settings.drift_sample, metrics))
 
 
 def _redis_tier(settings: Settings, metrics: ServiceMetrics) -> RedisTier | None:

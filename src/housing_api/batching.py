@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 
 from housing_api.cache import MemoryTier, RedisTier
 from housing_api.config import STAGE_DOWN_LIVEZ_S_DEFAULT
+from housing_api.drift import QUEUE_ROWS as DRIFT_QUEUE_ROWS
+from housing_api.drift import DriftCheck, Sampled
 from housing_api.errors import DeadlineExceeded, Overloaded, ShuttingDown, StageFailed, StageStuck
 from housing_api.inflight import InFlight, Pending, Ticket, unshared
 from housing_api.keys import Row
@@ -50,6 +52,8 @@ class Chain:
     """Then each tier in turn, a batch at a time; the last answers every row it gets (the model)."""
     write_behind: RedisWrites
     """What the last tier computed is stored here, off the request path."""
+    drift: DriftCheck | None = None
+    """A sample of what the last tier computed is compared with the stable version's answers (drift.py)."""
 
 
 class Resolver:
@@ -93,7 +97,15 @@ class Resolver:
             writes.name, writes.write, writes.failed, metrics, batch_max=batch_max_rows,
             bound_s=max(bound, writes.timeout_s), capacity=max_queued_rows,
         )  # fmt: skip
-        self.stages: tuple[Stage[Pending] | Stage[tuple[str, bytes]], ...] = (*self.tier_stages, self.writer)
+        self.drift = chain.drift
+        drift = [] if self.drift is None else [
+            Stage(self.drift.name, self.drift.compare, self.drift.failed, metrics, batch_max=batch_max_rows,
+                  bound_s=bound, capacity=DRIFT_QUEUE_ROWS)
+        ]  # fmt: skip
+        self.drift_stage: Stage[Sampled] | None = drift[0] if drift else None
+        self.stages: tuple[Stage[Pending] | Stage[tuple[str, bytes]] | Stage[Sampled], ...] = (
+            *self.tier_stages, self.writer, *drift,
+        )  # fmt: skip
         self._mem_hit = metrics.cache_lookups.labels(MEMORY, HIT)
         self._mem_miss = metrics.cache_lookups.labels(MEMORY, MISS)
         self._served = {s: metrics.rows_served.labels(s) for s in (MEMORY, *(t.name for t in self.tiers))}
@@ -222,6 +234,8 @@ class Resolver:
             answered, batch = self._settle(tier, batch, found)
             if tier is self.tiers[-1] and self.write_behind.enabled():
                 await self.write_behind.write(self.write_behind.items(answered))
+            if tier is self.tiers[-1] and self.drift is not None:
+                self._sample_drift(self.drift, answered)
 
     # -- the stages --------------------------------------------------------------------------
     async def _run(self, i: int, batch: list[Pending]) -> None:
@@ -234,10 +248,18 @@ class Resolver:
         self._pass_on(i + 1, rest)
         if tier is self.tiers[-1] and answered and self.write_behind.enabled():
             self._write_behind(answered)
+        if self.drift is not None and tier is self.tiers[-1]:
+            self._sample_drift(self.drift, answered)
 
     def _write_behind(self, answered: list[tuple[Pending, float]]) -> None:
         if dropped := self.writer.put(self.write_behind.items(answered)):
             self.metrics.write_dropped.inc(dropped)
+
+    def _sample_drift(self, drift: DriftCheck, answered: list[tuple[Pending, float]]) -> None:
+        """Queue a sample of the rows the model computed for the drift stage (never waited for)."""
+        assert self.drift_stage is not None  # built with self.drift
+        if sampled := drift.sampled(answered):
+            drift.dropped(self.drift_stage.put(sampled))
 
     def _failed(self, i: int, batch: list[Pending], exc: BaseException) -> None:
         tier = self.tiers[i]

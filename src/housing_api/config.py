@@ -178,6 +178,28 @@ class Settings(BaseSettings):
         description="Batches up to this size run on the event loop when the compiled inference path is active (a thread hop costs more than the prediction).",
     )
 
+    stable_model_version: str = Field(
+        "",
+        description="Prediction drift: the stable (primary) model's version digest, as /model shows it (64 hex, or at least its first 16); empty, or this process's own version, turns drift off.",
+    )
+    # 5% by default: at a canary's first step (a few percent of the fleet's traffic) that is still
+    # hundreds of compared rows a minute, enough for a histogram quantile, while the extra MGET per
+    # batch stays small next to the lookup's own. Only rows the model computes are drawn from.
+    drift_sample: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of the rows this process's model computes (not cache hits) that are compared with the stable version's cached answer (0..1).",
+    )
+
+    @field_validator("stable_model_version")
+    @classmethod
+    def _a_version_digest(cls, value: str) -> str:
+        # The cache keys carry the first 16 hex characters of the version (keys.key_namespace).
+        if value and not re.fullmatch(r"[0-9a-f]{16,64}", value):
+            raise ValueError("must be a model version digest as /model shows it: 16 to 64 lowercase hex characters")
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_has_a_scheme(cls, value: str | None) -> str | None:

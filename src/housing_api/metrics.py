@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from housing_api import __version__
 from housing_api.config import REQUEST_TIMEOUT_S_DEFAULT
+from housing_api.exposition import VersionLabelled, version_label
 from housing_api.redis_faults import REASONS as REDIS_ERROR_REASONS
 
 # Cache hits answer in well under a millisecond; the default first bucket (10 ms) would hide them.
@@ -47,6 +48,9 @@ INFERENCE_BUCKETS: tuple[float, ...] = (
 ROWS_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 # A young-generation collection takes tens of microseconds; a full one over a large heap, tens to
 # hundreds of milliseconds (one took 135 ms before gc.freeze(), see docs/reliability.md).
+# |canary - stable| for one row, in the target's unit ($100,000s): from $100 (two versions that
+# agree up to noise) to $500,000 (the whole range of the target, which is capped at 5).
+DRIFT_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GC_PAUSE_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
@@ -81,6 +85,13 @@ RedisOp = Literal["ping", "get", "set"]
 INFLIGHT_FULL: Final = "inflight_full"
 QUEUE_FULL: Final = "queue_full"
 BODY_BUDGET: Final = "body_budget"
+# drift_rows{outcome}: what became of a row sampled for the drift comparison (drift.py).
+COMPARED: Final = "compared"
+STABLE_MISSING: Final = "stable_missing"
+"""No stable answer cached for the row."""
+DROPPED: Final = "dropped"
+"""Not compared: the drift queue was full, the read timed out, or Redis failed."""
+# (INVALID, above: the stable value did not decode to a finite float; not observed.)
 # request_timeouts{kind}
 REQUEST: Final = "request"
 BODY: Final = "body"
@@ -95,6 +106,7 @@ STAGES: tuple[StageName, ...] = (REDIS, MODEL, REDIS_WRITE)
 REDIS_OPS: tuple[RedisOp, ...] = (PING, GET, SET)
 REJECT_REASONS = (INFLIGHT_FULL, QUEUE_FULL, BODY_BUDGET)
 TIMEOUT_KINDS = (REQUEST, BODY)
+DRIFT_OUTCOMES = (COMPARED, STABLE_MISSING, INVALID, DROPPED)
 
 
 class GcPauses(Collector):
@@ -218,6 +230,15 @@ class ServiceMetrics:
             "housing_api_inflight_rows", "Distinct rows being resolved now (the single-flight map; read when scraped).",
             registry=registry,
         )  # fmt: skip
+        self.prediction_drift = Histogram(
+            "housing_api_prediction_drift",
+            "|this model's prediction - the stable version's cached one| for sampled rows, in $100,000s.",
+            buckets=DRIFT_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.drift_rows = Counter(
+            "housing_api_drift_rows", "Rows sampled for the drift comparison, by outcome.", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
         self.build_info = Info("housing_api_build", "Service build information.", registry=registry)
         self.build_info.info({"version": __version__})
         # process_* (CPU, memory, file descriptors), python_gc_* and python_info, on this registry
@@ -227,6 +248,8 @@ class ServiceMetrics:
         PlatformCollector(registry=registry)
         self.gc_pauses = GcPauses()
         registry.register(self.gc_pauses)
+        self.exposed = VersionLabelled(registry)
+        """What /metrics renders: this registry with the model_version label (exposition.py)."""
         self._create_series()
 
     def _create_series(self) -> None:
@@ -246,6 +269,13 @@ class ServiceMetrics:
             self.stage_up.labels(stage)
         for kind in TIMEOUT_KINDS:
             self.timeouts.labels(kind)
+        for outcome in DRIFT_OUTCOMES:
+            self.drift_rows.labels(outcome)
+
+    def model_loaded(self, version: str, estimator: str, fast_path: bool) -> None:
+        """housing_api_model_info, and the model_version label of every service sample from now on."""
+        self.model_info.labels(version, estimator, str(fast_path).lower()).set(1)
+        self.exposed.version = version_label(version)
 
     def watch_queues(self, depths: Mapping[str, Callable[[], float]]) -> None:
         """Read each queue's depth when scraped: a value set by a worker loop is stale as soon as

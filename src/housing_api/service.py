@@ -13,6 +13,7 @@ import orjson
 
 from housing_api import FEATURES
 from housing_api.batching import Resolver
+from housing_api.drift import DriftConfig
 from housing_api.errors import Overloaded
 from housing_api.keys import Row, canonical_batch, row_values
 from housing_api.metrics import INFLIGHT_FULL, MODEL, ServiceMetrics, Source
@@ -60,8 +61,11 @@ class PredictionService:
         validator: BatchValidator,
         metrics: ServiceMetrics,
         max_inflight: int,
+        drift: DriftConfig | None = None,
     ) -> None:
         self.model = model
+        self.drift = drift or DriftConfig("", 0.0, False)
+        """The drift comparison's settings, for /model."""
         self.resolver = resolver
         self.validator = validator
         self.metrics = metrics
