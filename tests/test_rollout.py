@@ -8,7 +8,6 @@ One scenario serves the whole module (MLflow starts slowly): the S3 tests use it
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -114,10 +113,11 @@ def test_the_two_versions_never_serve_each_others_cached_answers(rollout: Rollou
     want = {role: [float(v) for v in load_model(path).predict(X)] for role, path in rollout.versions.path.items()}
     assert all(a != b for a, b in zip(want["stable"], want["sound"], strict=True))
     served = {"primary": "stable", "sound": "sound", "drift": "different"}
-    for _ in range(2):  # computed, then from the cache (the other versions' entries for these rows are there)
+    # Computed by each (the other versions' answers for these rows are in Redis by then), then cached.
+    for status in ("MISS", "HIT"):
         for name, role in served.items():
             answer = httpx.post(rollout.services[name].url + "/predict", json=batch, timeout=30)
-            assert answer.json()["prediction"] == want[role], name
+            assert (answer.json()["prediction"], answer.headers["X-Cache"]) == (want[role], status), name
     assert {answer_version(rollout, n) for n in served} == {rollout.versions.digest[r] for r in served.values()}
 
 
@@ -152,5 +152,4 @@ def test_a_check_without_a_value_or_out_of_range_fails_the_canary() -> None:
     assert decision([ok, Check("b", "q", None, None, 1.0)]) == "rollback"
     assert decision([ok, Check("c", "q", 2.0, None, 1.0)]) == "rollback"
     assert decision([ok, Check("d", "q", 0.1, 0.2, None)]) == "rollback"
-    assert decision([]) == "rollback"
-    assert not math.isnan(ok.value or 0.0)
+    assert decision([]) == "rollback"  # a Canary whose checks were all dropped promotes nothing
