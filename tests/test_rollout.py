@@ -80,7 +80,8 @@ def test_an_object_changed_in_the_bucket_is_refused(rollout: Rollout) -> None:
     assert code == 2, output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("housing-api: cannot fetch: "), lines
-    assert "model.forest.npz" in lines[0] and "refusing" in lines[0], lines
+    number = rollout.versions.number["tampered"]
+    assert f"models:/housing/{number}" in lines[0] and "refusing to start" in lines[0], lines
     assert not any((rollout.tmp / "store-tampered" / "housing").glob("*/model.joblib"))
 
 
