@@ -56,8 +56,12 @@ NOT_FROM_THE_APP = {
 } | K8S_ONLY_METRICS
 # What selects this service in series that are not the app's: kube-state-metrics' object, Envoy's
 # destination (reported by the calling proxy: the gateway, or a mesh client's sidecar).
-KUBE_OBJECTS = ('horizontalpodautoscaler="housing-api"', 'deployment="housing-api"')
-EDGE_MATCHERS = ('reporter="source"', 'destination_service_name="housing-api"')
+# With Flagger (components/flagger-canary), housing-api is the canary and housing-api-primary serves.
+KUBE_OBJECTS = (
+    'horizontalpodautoscaler=~"housing-api|housing-api-primary"',
+    'deployment=~"housing-api|housing-api-primary"',
+)
+EDGE_MATCHERS = ('reporter="source"', 'destination_service_name=~"housing-api(-primary|-canary)?"')
 # The SLIs: the app's (`predict`, the breakdown), the edge's, and the one the alerts read (`slo`:
 # the edge's where the gateway is scraped, else the app's).
 SLI_FAMILIES = ("namespace_job:housing_api_predict", "namespace:housing_api_edge", "namespace_job:housing_api_slo")

@@ -1102,7 +1102,13 @@ def check_gateway_monitor(objs: list[Obj]) -> list[str]:
             problems.append(f"{ref(monitor)} selects {match_labels(spec['selector'])}, not {ref(gateway)}'s pods")
     rules = ALERT_RULES.read_text()
     read = set(re.findall(r"\b(istio_\w+)\{", rules))
-    services = set(re.findall(r'destination_service_name="([^"]+)"', rules))
+    # The API's Services the rules select (with Flagger, the gateway's route goes to -primary and -canary).
+    selected = set(re.findall(r'destination_service_name=~?"([^"]+)"', rules))
+    services = {
+        s["metadata"]["name"]
+        for s in of_kind(objs, "Service")
+        if any(re.fullmatch(r, s["metadata"]["name"]) for r in selected)
+    }
     for endpoint in spec["podMetricsEndpoints"]:
         if (endpoint.get("port"), endpoint.get("path")) != (ISTIO_SIDECAR_PORT, ISTIO_MERGED_PATH):
             problems.append(f"{ref(monitor)} scrapes {endpoint.get('port')}{endpoint.get('path')}, not Envoy's stats")
@@ -1237,6 +1243,11 @@ GATEWAY_PEER = ({"kubernetes.io/metadata.name": "istio-system"}, {"istio": "ingr
 PROMETHEUS_PEER = ({"kubernetes.io/metadata.name": "monitoring"}, {"app.kubernetes.io/name": "prometheus"})
 DNS_PEER = ({"kubernetes.io/metadata.name": "kube-system"}, {"k8s-app": "kube-dns"})
 ISTIOD_PEER = ({"kubernetes.io/metadata.name": "istio-system"}, {"app": "istiod"})
+# fetch-model's S3 artifact store: HTTPS to public addresses, the private and link-local ranges
+# closed (components/registry-model), when it reads the optional S3 Secret.
+S3_SECRET = "housing-api-s3"
+PRIVATE_RANGES = ("10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16")
+S3_PEER = ({"ipBlock": "0.0.0.0/0", "except": ",".join(PRIVATE_RANGES)}, {})
 COMMAND_SECRET_FLAGS = ("--requirepass", "requirepass", "--pass", "-a", "auth", "rediscli_auth")
 
 
@@ -1320,7 +1331,9 @@ def check_redis_auth(objs: list[Obj]) -> list[str]:
 
 def _peers(rule: Obj, side: str) -> list[tuple[dict[str, str], dict[str, str]]]:
     return [
-        (match_labels(p.get("namespaceSelector", {})), match_labels(p.get("podSelector", {})))
+        ({"ipBlock": p["ipBlock"]["cidr"], "except": ",".join(sorted(p["ipBlock"].get("except", [])))}, {})
+        if "ipBlock" in p
+        else (match_labels(p.get("namespaceSelector", {})), match_labels(p.get("podSelector", {})))
         for p in rule.get(side, [])
     ]
 
@@ -1357,12 +1370,18 @@ def check_api_network_policy(objs: list[Obj]) -> list[str]:
     if _istio_injected(objs, namespace_of(deployment)):
         wanted.append(ISTIOD_PEER)
     mlflow = config_value(objs, deployment, pod_spec(deployment)["containers"][0], "MLFLOW_TRACKING_URI")
+    if any(
+        s.get("secretRef", {}).get("name") == S3_SECRET
+        for _, c in all_containers(deployment)
+        for s in c.get("envFrom", [])
+    ):
+        wanted.append(S3_PEER)
     if mlflow:
         host = urlsplit(mlflow).hostname or ""
         wanted.append(({"kubernetes.io/metadata.name": host.split(".")[1]}, {}) if host.count(".") else ({}, {}))
     problems += [f"egress does not allow {peer}" for peer in wanted if str(peer) not in allowed]
     if extra := allowed - {str(p) for p in wanted}:
-        problems.append(f"egress allows more than Redis, DNS, istiod and the registry: {sorted(extra)}")
+        problems.append(f"egress allows more than Redis, DNS, istiod, the registry and S3: {sorted(extra)}")
     return problems
 
 

@@ -23,6 +23,8 @@ import httpx
 import pytest
 from conftest import RedisServer
 from prom import (
+    AWAITED,
+    AWAITED_LABELS,
     JOB,
     PROMETHEUS_INSTALL,
     REDIS_JOB,
@@ -32,6 +34,7 @@ from prom import (
     exported_series,
     is_k8s_only,
     load_dashboard,
+    metric_names,
     prometheus_binary,
     promql_on_series,
     promtool_binary,
@@ -68,6 +71,18 @@ EXPECTED: dict[tuple[str, str], tuple[Labels, dict[str, set[str]]]] = {
     ("Request and response size of /predict", "A"): (frozenset(), ANY),
     ("Request and response size of /predict", "B"): (frozenset(), ANY),
     ("Cache hit ratio per tier", "A"): (frozenset({"tier"}), {"tier": {"http", "memory", "redis"}}),
+    # One version here (the committed model's), by its 12-hex model_version.
+    ("Requests per second by model version", "A"): (frozenset({"model_version"}), ANY),
+    ("5xx ratio of /predict by model version", "A"): (frozenset({"model_version"}), ANY),
+    ("p99 of /predict by model version (2xx)", "A"): (frozenset({"model_version"}), ANY),
+    ("Cache hit ratio by model version and tier", "A"): (
+        frozenset({"model_version", "tier"}),
+        {"tier": {"http", "memory", "redis"}},
+    ),
+    # Only a canary with a stable version to compare with has drift: the rollout test answers these
+    # (ROLLOUT_ONLY below); here they only have to parse.
+    **{("Prediction drift against the stable version", ref): (frozenset({"model_version"}), ANY) for ref in "AB"},
+    ("Drift comparisons by outcome", "A"): (frozenset({"model_version", "outcome"}), ANY),
     ("Rows per second by source", "A"): (frozenset({"source"}), {"source": {"http", "memory", "redis", "model"}}),
     ("Model inference duration (p50, p99)", "A"): (frozenset(), ANY),
     ("Model inference duration (p50, p99)", "B"): (frozenset(), ANY),
@@ -183,6 +198,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         redis.stop()
 
 
+ROLLOUT_ONLY = {
+    ("Prediction drift against the stable version", "A"),
+    ("Prediction drift against the stable version", "B"),
+    ("Drift comparisons by outcome", "A"),
+}
+
+
+def awaited(expr: str) -> bool:
+    """Whether a query reads a series or a label that the service does not export yet (prom.AWAITED)."""
+    labels = {label for _, label in AWAITED_LABELS}
+    return bool(metric_names(expr) & set(AWAITED)) or any(label in expr for label in labels)
+
+
 def _dashboard_queries() -> list[tuple[str, str, str]]:
     return [(panel["title"], target["refId"], target["expr"]) for panel, target in queries(load_dashboard())]
 
@@ -213,7 +241,11 @@ def test_every_service_query_has_an_expectation_and_every_expectation_a_query() 
 def test_service_query_returns_the_expected_series(stack: Stack, query: tuple[str, str, str]) -> None:
     title, ref, expr = query
     labels, values = EXPECTED[(title, ref)]
+    if awaited(expr):
+        pytest.skip("reads what issue 25's service side adds (prom.AWAITED); runs in full once it lands")
     result = stack.prometheus.query(render(expr))
+    if (title, ref) in ROLLOUT_ONLY:
+        return  # parsed (query raises otherwise); a single service has no drift to show
     assert result, f"no data for {render(expr)}"
     assert all(set(series["metric"]) == labels for series in result), result
     # A route nobody called inside the window is NaN (0/0); the traffic makes the rest numbers.

@@ -20,6 +20,7 @@ import pytest
 from conftest import MODEL_PATH, make_settings, running_app
 from prometheus_client import CollectorRegistry
 from steady_load import SteadyLoad, distinct_rows
+from two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
 
 from housing_api.app import create_app
 from housing_api.cache import encode_value
@@ -164,3 +165,12 @@ def test_a_topology_change_under_load_fails_no_request_and_the_hit_ratio_recover
             f"{what} {changed:.1f} s after it began, hit ratio back after {recovered:.1f} s; "
             f"{model_rows:.0f} rows from the model meanwhile; redirects followed: {redirects}"
         )
+
+
+def test_a_canary_reads_the_stable_versions_answers_across_the_slots_for_its_drift(
+    cluster: harness.RedisClusterNodes, tmp_path: Path
+) -> None:
+    pair = asyncio.run(stable_then_canary(tmp_path, seen=30, unseen=10, **cluster_settings(cluster)))
+    assert_true_drift(pair, compared=30, stable_missing=10)
+    assert_each_serves_its_own(pair)
+    assert pair.stable_again == pytest.approx(pair.expected_stable, rel=1e-12)

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from conftest import MODEL_PATH, ROOT, make_settings, running_app
 from steady_load import SteadyLoad, distinct_rows
+from two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
 
 from housing_api.app import create_app
 from housing_api.keys import canonical_row, rows_matrix
@@ -71,6 +72,15 @@ def test_rows_are_shared_through_the_master_the_sentinels_name(group: harness.Se
             return [first.headers["X-Cache"], second.headers["X-Cache"], *(r.status_code for r in get)]
 
     assert asyncio.run(scenario()) == ["MISS", "HIT", 200, 200]
+
+
+def test_a_canary_reads_the_stable_versions_answers_from_the_master_for_its_drift(
+    group: harness.SentinelGroup, tmp_path: Path
+) -> None:
+    pair = asyncio.run(stable_then_canary(tmp_path, seen=30, unseen=10, **sentinel_settings(group)))
+    assert_true_drift(pair, compared=30, stable_missing=10)
+    assert_each_serves_its_own(pair)
+    assert pair.stable_again == pytest.approx(pair.expected_stable, rel=1e-12)
 
 
 def test_sentinels_and_servers_take_the_one_password(tmp_path: Path) -> None:

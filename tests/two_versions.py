@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import joblib
 import numpy as np
+import pytest
 from conftest import MODEL_PATH, make_settings, other_model, running_app
 from fastapi import FastAPI
 
@@ -118,3 +119,26 @@ async def stable_then_canary(tmp_path: Path, seen: int, unseen: int, **redis: An
         expected_stable, expected_canary,
         [abs(b - a) for a, b in zip(expected_stable[:seen], expected_canary[:seen], strict=True)], canary,
     )  # fmt: skip
+
+
+def assert_true_drift(pair: Pair, compared: int, stable_missing: int) -> None:
+    """The canary recorded |A - B| of exactly the rows the stable version had answered."""
+    assert drift_rows(pair.canary) == {
+        "compared": compared,
+        "stable_missing": stable_missing,
+        "invalid": 0,
+        "dropped": 0,
+    }
+    total, buckets = drift_histogram(pair.canary)
+    expected_total, expected_buckets = expected_histogram(pair.differences)
+    assert total == pytest.approx(expected_total, rel=1e-9)
+    assert buckets == expected_buckets
+
+
+def assert_each_serves_its_own(pair: Pair) -> None:
+    """Each version answered with its own model's predictions, also from Redis once both had written."""
+    assert pair.stable_first == pytest.approx(pair.expected_stable[: len(pair.stable_first)], rel=1e-12)
+    assert pair.canary_first == pytest.approx(pair.expected_canary, rel=1e-12)
+    assert pair.canary_again_cache == "HIT"
+    assert pair.stable_again == pytest.approx(pair.expected_stable, rel=1e-12)
+    assert pair.canary_again == pytest.approx(pair.expected_canary, rel=1e-12)

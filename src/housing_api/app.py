@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi_cache import FastAPICache
@@ -23,8 +23,9 @@ from housing_api.config import Settings, redact_url
 from housing_api.deps import Services
 from housing_api.docs_ui import mount_docs
 from housing_api.drift import DriftCheck, DriftConfig
+from housing_api.exposition import serve_metrics
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
-from housing_api.http_metrics import instrument
+from housing_api.http_metrics import METRICS_PATH, instrument
 from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
@@ -114,7 +115,8 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, metrics, access)
+    instrument(app, registry, access)
+    serve_metrics(app, METRICS_PATH, metrics.exposed)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)
     return app
@@ -166,8 +168,8 @@ async def _start(
 
         tiers = tuple(TracedTier(tier, tracing) for tier in tiers)
         write_behind = TracedWrites(redis, namespace, metrics, tracing)
-    drift = _drift(settings, model.version, redis, metrics)
-    chain = Chain(MemoryTier(settings.memory_cache_rows), tiers, write_behind, drift.check)
+    drift, drift_check = _drift(settings, model.version, redis, metrics)
+    chain = Chain(MemoryTier(settings.memory_cache_rows), tiers, write_behind, drift_check)
     resolver = Resolver(
         chain, metrics, batch_max_rows=settings.batch_max_rows, batch_max_wait_s=settings.batch_max_wait_ms / 1000,
         max_queued_rows=settings.max_queued_rows, request_timeout_s=settings.request_timeout_s,
@@ -175,29 +177,20 @@ async def _start(
         tracing=tracing,
     )  # fmt: skip
     resolver.start()
-    service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests, drift.config)
+    service = PredictionService(model, resolver, validator, metrics, settings.max_inflight_requests, drift)
     return service, redis
 
 
-class _Drift(NamedTuple):
-    config: DriftConfig
-    check: DriftCheck | None
-
-
-def _drift(settings: Settings, version: str, redis: RedisTier | None, metrics: ServiceMetrics) -> _Drift:
-    """The drift comparison when STABLE_MODEL_VERSION names another version and Redis is there."""
+def _drift(
+    settings: Settings, version: str, redis: RedisTier | None, metrics: ServiceMetrics
+) -> tuple[DriftConfig, DriftCheck | None]:
+    """The drift configuration, and the check when STABLE_MODEL_VERSION names another version."""
     config = DriftConfig.of(settings.stable_model_version, settings.drift_sample, version, redis is not None)
-    if settings.stable_model_version and not config.active:
-        log.info(
-            "prediction drift off: STABLE_MODEL_VERSION is this model's own version, DRIFT_SAMPLE is 0 or no REDIS_URL"
-        )
     if redis is None or not config.active:
-        return _Drift(config, None)
-    log.info(
-        "prediction drift: %g of computed rows compared with model %s", config.sample, config.stable_model_version[:16]
-    )
-    namespace = key_namespace(settings.cache_prefix, settings.stable_model_version, VALUE_ENCODING)
-    return _Drift(config, DriftCheck(redis, namespace, settings.drift_sample, metrics))
+        return config, None
+    log.info("prediction drift: %g of computed rows compared with model %s", config.sample, version[:16])
+    namespace = key_namespace(settings.cache_prefix, config.stable_model_version, VALUE_ENCODING)
+    return config, DriftCheck(redis, namespace, config.sample, metrics)
 
 
 def _redis_tier(settings: Settings, metrics: ServiceMetrics) -> RedisTier | None:

@@ -97,14 +97,13 @@ class Resolver:
             writes.name, writes.write, writes.failed, metrics, batch_max=batch_max_rows,
             bound_s=max(bound, writes.timeout_s), capacity=max_queued_rows,
         )  # fmt: skip
-        self.drift = chain.drift
-        drift = [] if self.drift is None else [
-            Stage(self.drift.name, self.drift.compare, self.drift.failed, metrics, batch_max=batch_max_rows,
-                  bound_s=bound, capacity=DRIFT_QUEUE_ROWS)
-        ]  # fmt: skip
-        self.drift_stage: Stage[Sampled] | None = drift[0] if drift else None
+        # The drift comparison, only where it is on: its check, and the stage that runs it.
+        self.drift: tuple[DriftCheck, Stage[Sampled]] | None = None
+        if (check := chain.drift) is not None:
+            self.drift = check, Stage(check.name, check.compare, check.failed, metrics, batch_max=batch_max_rows,
+                                      bound_s=bound, capacity=DRIFT_QUEUE_ROWS)  # fmt: skip
         self.stages: tuple[Stage[Pending] | Stage[tuple[str, bytes]] | Stage[Sampled], ...] = (
-            *self.tier_stages, self.writer, *drift,
+            *self.tier_stages, self.writer, *(self.drift[1:] if self.drift else ()),
         )  # fmt: skip
         self._mem_hit = metrics.cache_lookups.labels(MEMORY, HIT)
         self._mem_miss = metrics.cache_lookups.labels(MEMORY, MISS)
@@ -126,6 +125,10 @@ class Resolver:
     @property
     def predictor(self) -> Stage[Pending]:
         return self.tier_stages[-1]
+
+    @property
+    def drift_stage(self) -> Stage[Sampled] | None:
+        return None if self.drift is None else self.drift[1]
 
     def _stage(self, name: str) -> Stage[Pending]:
         return next(stage for stage in self.tier_stages if stage.name == name)
@@ -235,7 +238,7 @@ class Resolver:
             if tier is self.tiers[-1] and self.write_behind.enabled():
                 await self.write_behind.write(self.write_behind.items(answered))
             if tier is self.tiers[-1] and self.drift is not None:
-                self._sample_drift(self.drift, answered)
+                self._sample_drift(answered)
 
     # -- the stages --------------------------------------------------------------------------
     async def _run(self, i: int, batch: list[Pending]) -> None:
@@ -249,17 +252,18 @@ class Resolver:
         if tier is self.tiers[-1] and answered and self.write_behind.enabled():
             self._write_behind(answered)
         if self.drift is not None and tier is self.tiers[-1]:
-            self._sample_drift(self.drift, answered)
+            self._sample_drift(answered)
 
     def _write_behind(self, answered: list[tuple[Pending, float]]) -> None:
         if dropped := self.writer.put(self.write_behind.items(answered)):
             self.metrics.write_dropped.inc(dropped)
 
-    def _sample_drift(self, drift: DriftCheck, answered: list[tuple[Pending, float]]) -> None:
+    def _sample_drift(self, answered: list[tuple[Pending, float]]) -> None:
         """Queue a sample of the rows the model computed for the drift stage (never waited for)."""
-        assert self.drift_stage is not None  # built with self.drift
-        if sampled := drift.sampled(answered):
-            drift.dropped(self.drift_stage.put(sampled))
+        assert self.drift is not None
+        check, stage = self.drift
+        if sampled := check.sampled(answered):
+            check.dropped(stage.put(sampled))
 
     def _failed(self, i: int, batch: list[Pending], exc: BaseException) -> None:
         tier = self.tiers[i]

@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from prometheus_client import CollectorRegistry
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from starlette.responses import Response
 
 MODEL_VERSION: Final = "model_version"
 VERSION_HEX = 12
@@ -45,3 +47,14 @@ class VersionLabelled(Collector):
                 # collect() builds new Metric objects on every call: relabelling them changes no state.
                 metric.samples = [s._replace(labels={**s.labels, MODEL_VERSION: version}) for s in metric.samples]
             yield metric
+
+
+def serve_metrics(app: FastAPI, path: str, collector: Collector) -> None:
+    """GET `path`: what `collector` collects, in Prometheus' text format (the instrumentator's own
+    endpoint would render its registry without the label)."""
+
+    # A plain function, so it runs in the threadpool, as the instrumentator's endpoint did.
+    def metrics_page() -> Response:
+        return Response(generate_latest(collector), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.add_api_route(path, metrics_page, methods=["GET"], include_in_schema=False)

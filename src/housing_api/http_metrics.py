@@ -27,27 +27,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Summary,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
 from prometheus_fastapi_instrumentator.routing import get_route_name
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from housing_api.access import AccessLog
 from housing_api.logs import REQUEST, request_ids
-from housing_api.metrics import LATENCY_BUCKETS, ServiceMetrics
+from housing_api.metrics import LATENCY_BUCKETS
 
 METRICS_PATH = "/metrics"
 SLO_ROUTES: tuple[tuple[str, str], ...] = (("/predict", "POST"), ("/predict", "GET"))
@@ -239,10 +230,9 @@ def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
     return observe
 
 
-def instrument(app: FastAPI, metrics: ServiceMetrics, access: AccessLog | None = None) -> None:
-    """http_* metrics on the app's registry, labelled by route template, method and status class,
-    and GET /metrics; with `access`, each request's id, access line and span (InProgress)."""
-    registry = metrics.registry
+def instrument(app: FastAPI, registry: CollectorRegistry, access: AccessLog | None = None) -> None:
+    """http_* metrics on `registry`, labelled by route template, method and status class; with
+    `access`, each request's id, access line and span (InProgress)."""
     Instrumentator(
         should_group_status_codes=True,
         should_ignore_untemplated=False,
@@ -250,15 +240,7 @@ def instrument(app: FastAPI, metrics: ServiceMetrics, access: AccessLog | None =
         should_instrument_requests_inprogress=False,  # see the module docstring
         excluded_handlers=[f"^{METRICS_PATH}$"],
         registry=registry,
-    ).add(_instrumentation(registry)).instrument(app)
-    exposed = metrics.exposed
-
-    # Not the instrumentator's expose(), which renders its registry as it is: this page carries the
-    # model_version label (exposition.py). A plain function, so it runs in the threadpool as theirs did.
-    def metrics_page() -> Response:
-        return Response(generate_latest(exposed), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app.add_api_route(METRICS_PATH, metrics_page, methods=["GET"], include_in_schema=False)
+    ).add(_instrumentation(registry)).instrument(app)  # /metrics: exposition.serve_metrics
     # The instrumentator's middleware as it added it, with the memo (the module docstring says why).
     app.user_middleware = [
         Middleware(_MemoizedHandlers, *m.args, **m.kwargs) if _is_instrumentator(m) else m for m in app.user_middleware
