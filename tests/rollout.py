@@ -294,7 +294,9 @@ class Rollout:
 
     def load(self, rows: list[dict[str, float]], seconds: float = LOAD_S) -> dict[str, dict[int, int]]:
         """Rounds of CANARY_SHARE requests to the primary, then one to each canary at once, for
-        `seconds`; each request a few rows drawn from the pool. Status counts per process."""
+        `seconds`; each request a few rows drawn from the pool. Status counts per process (0: the
+        connection failed, which a machine stalled past the keep-alive timeout can cause; the
+        checks read what the processes served, from Prometheus, not what the client saw)."""
         rng = np.random.default_rng(7)
         counts: dict[str, dict[int, int]] = {name: {} for name in self.services}
         lock = threading.Lock()
@@ -304,7 +306,10 @@ class Rollout:
             with lock:  # numpy's generators are not thread-safe
                 drawn = rng.integers(0, len(rows), ROWS_PER_REQUEST)
             batch = [rows[i] for i in drawn]
-            status = clients[name].post("/predict", json=batch).status_code
+            try:
+                status = clients[name].post("/predict", json=batch).status_code
+            except httpx.TransportError:
+                status = 0
             with lock:
                 counts[name][status] = counts[name].get(status, 0) + 1
 

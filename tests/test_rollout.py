@@ -105,7 +105,8 @@ def test_each_canary_gets_flaggers_decision_from_the_rendered_checks_on_real_pro
     failed = {name: sorted(n for n, check in checks.items() if not check.passed) for name, checks in by_name.items()}
     assert failed == {"sound": [], "errors": ["5xx-ratio"], "slow": ["p99-latency"], "drift": ["prediction-drift"]}
     # The injected faults reached the clients as they reached Prometheus.
-    assert rollout.counts["errors"].get(500, 0) > 0 and set(rollout.counts["sound"]) == {200}
+    assert rollout.counts["errors"].get(500, 0) > 0
+    assert not [status for status in rollout.counts["sound"] if status >= 300], rollout.counts["sound"]
 
 
 def test_the_two_versions_never_serve_each_others_cached_answers(rollout: Rollout) -> None:
