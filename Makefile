@@ -135,6 +135,12 @@ audit: install  ## pip-audit the locked dependency set (needs a network that rea
 	$(UV) export --frozen --format requirements-txt --no-emit-project > build/requirements.lock.txt
 	$(BIN)/pip-audit --strict --disable-pip --require-hashes -r build/requirements.lock.txt
 
+# --- releases (docs/deployment.md, "Rehearsing a release locally") -------------------------------
+.PHONY: rollout-demo
+
+rollout-demo: install  ## a model release on real processes (MLflow on S3, Prometheus): Flagger's decision per canary
+	$(PY) scripts/rollout_demo.py
+
 # --- observability (README, "Observability") ---------------------------------------------------
 .PHONY: dashboard-png prometheus-rule alerts-test docs-png
 

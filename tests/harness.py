@@ -400,22 +400,77 @@ class ServiceProcess(Proc):
         return float("nan")
 
 
-class MLflowServer(Proc):
-    """An MLflow tracking server with its model registry: a SQLite backend and a local artifact
-    folder under `tmp`, artifacts proxied through the server (mlflow-artifacts:/), a free port."""
+def venv_binary(name: str, what: str) -> Path:
+    """A console script of the project's own venv (dev group): another one on PATH could be any version."""
+    binary = Path(sys.executable).with_name(name)
+    if not binary.is_file():
+        raise Unavailable(f"{what} is not installed in this environment; install it with: make install")
+    return binary
 
-    def __init__(self, tmp: Path) -> None:
-        # The project's own venv has it (dev group); another `mlflow` on PATH could be any version.
-        binary = Path(sys.executable).with_name("mlflow")
-        if not binary.is_file():
-            raise Unavailable("MLflow is not installed in this environment; install it with: make install")
+
+class MotoServer(Proc):
+    """moto's server mode (a real S3-compatible HTTP server) on a free loopback port, with one bucket.
+
+    Its credentials are moto's dummy ones; `client_env` is what an S3 client (MLflow's boto3) needs to reach it."""
+
+    def __init__(self, tmp: Path, bucket: str = "models") -> None:
+        self.port = free_port()
+        self.bucket = bucket
+        super().__init__([str(venv_binary("moto_server", "moto")), "-H", "127.0.0.1", "-p", str(self.port)],
+                         log=tmp / "moto.log")  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"MLFLOW_S3_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+
+    def start(self, timeout_s: float = 60.0) -> MotoServer:
+        self.spawn()
+        if not wait_until(lambda: not self.alive() or httpx.get(self.url, timeout=1).status_code == 200,
+                          timeout_s, interval_s=0.1) or not self.alive():  # fmt: skip
+            self.stop(timeout_s=5)
+            raise RuntimeError(f"moto_server did not start: {self.output()}")
+        self.s3().create_bucket(Bucket=self.bucket)
+        return self
+
+    def s3(self) -> Any:
+        """A boto3 S3 client of this server (for the test's own reads and writes: the attacker's too)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.url, aws_access_key_id="testing", aws_secret_access_key="testing",
+                            region_name="us-east-1", config=Config(connect_timeout=2, read_timeout=10))  # fmt: skip
+
+
+class MLflowServer(Proc):
+    """An MLflow tracking server with its model registry: a SQLite backend and a free port.
+
+    Artifacts go to a local folder under `tmp`, proxied through the server (mlflow-artifacts:/), or,
+    given `s3` (a MotoServer), to its bucket: clients then read and write s3:// themselves with boto3,
+    as the fetch image does against a real S3 (they need `client_env`)."""
+
+    def __init__(self, tmp: Path, s3: MotoServer | None = None) -> None:
         self.port = free_port()
         self.artifacts = tmp / "artifacts"
+        self.s3 = s3
+        store = ["--artifacts-destination", str(self.artifacts)]
+        if s3 is not None:
+            store = ["--no-serve-artifacts", "--default-artifact-root", f"s3://{s3.bucket}/mlflow"]
         super().__init__(
-            [str(binary), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(self.artifacts)],
-            {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}, cwd=tmp, log=tmp / "mlflow.log",
+            [str(venv_binary("mlflow", "MLflow")), "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", *store],
+            {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", **(s3.client_env if s3 else {})},
+            cwd=tmp, log=tmp / "mlflow.log",
         )  # fmt: skip
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a client of this server needs: its URL, and the artifact store's endpoint and credentials."""
+        return {"MLFLOW_TRACKING_URI": self.url, **(self.s3.client_env if self.s3 else {})}
 
     @property
     def url(self) -> str:

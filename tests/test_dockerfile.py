@@ -150,6 +150,18 @@ def check_builder(stages: list[Stage]) -> list[str]:
     return problems
 
 
+def check_fetch_reads_s3(stages: list[Stage]) -> list[str]:
+    """The fetch stage installs the `mlflow` extra, which the lock resolves with boto3 (the client
+    MLflow uses for s3:// artifact stores): the runtime stays without both (check_builder)."""
+    syncs = re.findall(r"uv sync[^&;]*", " ".join(stage(stages, "fetch").values("RUN")))
+    problems = [] if any("--extra mlflow" in run for run in syncs) else ["the fetch stage does not sync --extra mlflow"]
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    project = next(p for p in lock["package"] if p["name"] == "housing-api")
+    if "boto3" not in {d["name"] for d in project.get("optional-dependencies", {}).get("mlflow", [])}:
+        problems.append("uv.lock's mlflow extra has no boto3: the fetch image could not read s3:// stores")
+    return problems
+
+
 def check_runtime_is_lean(stages: list[Stage]) -> list[str]:
     """The runtime copies the venv from the builder and installs neither compilers nor uv."""
     runtime, problems = stages[-1], []
@@ -263,6 +275,7 @@ CHECKS = [
     check_entrypoint,
     check_healthcheck,
     check_labels,
+    check_fetch_reads_s3,
 ]
 
 
@@ -300,6 +313,7 @@ DOCKERFILE_MUTATIONS = [
     ("editable-install", check_builder, r"--no-dev --no-editable", "--no-dev"),
     ("dev-deps", check_builder, r"--frozen --no-dev --no-editable", "--frozen --no-editable"),
     ("train-extra", check_builder, r"--no-dev --no-editable", "--no-dev --extra train --no-editable"),
+    ("fetch-without-mlflow", check_fetch_reads_s3, r"--no-editable --extra mlflow", "--no-editable"),
     ("base-apt-compiler", check_runtime_is_lean, r'ARG BASE_APT=""', 'ARG BASE_APT="gcc"'),
     (
         "ca-copied",

@@ -61,10 +61,11 @@ CURRENT = "current.json"
 without MLflow's client (the runtime container after the init container fetched)."""
 INSTALL_HINT = "install MLflow's client with: pip install 'housing-api[mlflow]' (make install does)"
 
-# Start-up must fail in seconds, not after MLflow's default of 7 retries with exponential backoff;
-# the kubelet restarts a failed init container with its own backoff. Both can be overridden.
+# Start-up must fail in seconds, not after MLflow's default of 7 retries with exponential backoff
+# (nor boto3's 5 attempts per call to an s3:// store); the kubelet restarts a failed init container
+# with its own backoff. All can be overridden.
 CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}  # fmt: skip
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "AWS_MAX_ATTEMPTS": "3"}  # fmt: skip
 
 _REF = re.compile(
     r"models:/(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:/(?P<version>[1-9][0-9]*)|@(?P<alias>[A-Za-z0-9_\-]+))"
@@ -128,6 +129,16 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
     """MLflow's messages span lines and quote whole responses: keep the first line, bounded, redacted."""
     text = redact_text(" ".join(str(exc).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """The S3 client's exceptions (boto3, which MLflow uses for s3:// stores), where it is installed:
+    MLflow lets them through unwrapped."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return ()
+    return (BotoCoreError, ClientError)
 
 
 def public_view(registry: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -261,6 +272,15 @@ class Registry:
             f"the MLflow registry at {self.where} is unreachable ({reason}); check MLFLOW_TRACKING_URI"
         )
 
+    @staticmethod
+    def _store_failure(exc: Exception, what: str) -> Exception:
+        """The registry answered but its artifact store (S3) did not: say which store, and what to check."""
+        endpoint = redact(os.environ.get("MLFLOW_S3_ENDPOINT_URL") or "AWS S3")
+        return RegistryUnavailable(
+            f"the artifact store of {what} ({endpoint}) failed: {one_line(exc, 160)}; check MLFLOW_S3_ENDPOINT_URL "
+            "and the S3 credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the pod's workload identity)"
+        )
+
     # --- serving side ----------------------------------------------------------------------------
 
     def fetch(self, ref: RegistryRef, store: Path) -> ModelSource:
@@ -279,6 +299,8 @@ class Registry:
                 self._download(mv, folder, recorded, ref)
         except MlflowException as exc:
             raise self._failure(exc, ref.uri) from exc
+        except store_errors() as exc:
+            raise self._store_failure(exc, ref.uri) from exc
         # Again for a folder an earlier fetch left: the store is checked against the registry, not trusted.
         source = ModelSource(folder / "model.joblib", read_provenance(folder, ref))
         check_vouched(source, recorded)
