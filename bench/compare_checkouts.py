@@ -41,15 +41,13 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisClusterNodes, RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
+from housing_api_testing.harness import RedisClusterNodes, RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
 
 ROW = (
     '{"MedInc": %s, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02, "Population": 322, '

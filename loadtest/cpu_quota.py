@@ -32,8 +32,7 @@ from typing import Any
 from selfcheck import delta, load_summary, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import harness  # noqa: E402  (the one process harness, shared with the tests)
+from housing_api_testing import harness  # noqa: E402  (the one process harness, shared with the tests)
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000

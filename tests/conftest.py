@@ -15,15 +15,15 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import harness
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
 
 from housing_api.app import create_app
 from housing_api.config import Settings
+from housing_api_testing import harness
+from housing_api_testing.harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "model" / "model.joblib"

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prom import (
+
+from housing_api_testing.prom import (
     K8S_ONLY_METRICS,
     PROMETHEUS_INSTALL,
     REDIS_EXPORTER_METRICS,
@@ -245,7 +246,7 @@ def test_rules_read_only_metrics_and_labels_the_service_or_kubernetes_exports() 
 def test_the_real_redis_exporter_exports_what_the_rules_read(tmp_path: Path) -> None:
     """Debian's prometheus-redis-exporter against a real redis-server: every metric and label the
     rules and the runbook read from it exists (an exporter upgrade that renames one fails here)."""
-    import harness
+    from housing_api_testing import harness
 
     try:
         server = harness.RedisServer(tmp_path, "--maxmemory", "10mb", "--maxmemory-policy", "allkeys-lru").start()

@@ -154,7 +154,7 @@ def test_service_reconnects_when_redis_comes_back(own_redis: RedisServer) -> Non
 
 
 def test_unreachable_redis_at_startup_starts_degraded() -> None:
-    from conftest import free_port
+    from housing_api_testing.harness import free_port
 
     with app_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as c:
         assert c.post("/predict", json=SAMPLE_BATCH).status_code == 200

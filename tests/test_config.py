@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import make_settings
-from harness import ROOT
 from pydantic import ValidationError
 
 from housing_api.config import REQUEST_TIMEOUT_S_DEFAULT, Settings, describe_settings_error
 from housing_api.metrics import LATENCY_BUCKETS
+from housing_api_testing.harness import ROOT
 
 PASSWORD = "hunter2-Zq9"
 

@@ -151,8 +151,7 @@ def run_deployment_module(tmp_path: Path, **env: str) -> subprocess.CompletedPro
     """A test_deploy_k8s.py whose render skips, under the real tests/conftest.py."""
     tests = tmp_path / "tests"
     tests.mkdir(exist_ok=True)
-    for module in ("conftest.py", "harness.py"):
-        shutil.copy(ROOT / "tests" / module, tests / module)
+    shutil.copy(ROOT / "tests" / "conftest.py", tests / "conftest.py")
     (tests / "test_deploy_k8s.py").write_text(DEPLOYMENT_MODULE)
     environ = {k: v for k, v in os.environ.items() if k != "CI"} | env
     return subprocess.run(

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ROOT, app_client, make_settings, run, running_app
-from prom import exported_series, scraped
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -26,6 +25,7 @@ from housing_api import cli
 from housing_api.app import create_app
 from housing_api.http_metrics import InProgress
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.prom import exported_series, scraped
 
 
 def test_the_service_exports_exactly_the_documented_metrics() -> None:

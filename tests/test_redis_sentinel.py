@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import harness
 import httpx
 import pytest
 from conftest import MODEL_PATH, ROOT, make_settings, running_app
@@ -23,6 +22,7 @@ from steady_load import SteadyLoad, distinct_rows
 from housing_api.app import create_app
 from housing_api.keys import canonical_row, rows_matrix
 from housing_api.model import load_model
+from housing_api_testing import harness
 
 pytestmark = pytest.mark.integration
 PASSWORD = "sentinel-and-redis-share-this"

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[1]
+from housing_api_testing.harness import free_port
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: src/housing_api_testing/prom.py
 DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
 PROMETHEUS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 JOB = "housing-api"
