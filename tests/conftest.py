@@ -19,6 +19,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from kinds import (  # noqa: F401  (hooks: pytest finds them here)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_ignore_collect,
+    pytest_runtest_call,
+    pytest_runtest_setup,
+)
 
 from housing_api.app import create_app
 from housing_api.config import Settings

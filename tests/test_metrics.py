@@ -220,6 +220,7 @@ def test_requests_in_progress_are_counted_by_route_template_and_method() -> None
     assert handlers == {"/items/{item}", "none"}  # /metrics itself is not counted
 
 
+@pytest.mark.slow
 def test_the_in_progress_memo_is_bounded() -> None:
     registry = CollectorRegistry()
     gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)

@@ -183,6 +183,7 @@ def test_an_unsampled_request_records_no_span(monkeypatch: pytest.MonkeyPatch) -
     assert spans == []
 
 
+@pytest.mark.integration
 def test_an_unreachable_collector_fails_the_export_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     from housing_api_testing.harness import free_port
 
