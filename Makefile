@@ -37,8 +37,11 @@ install: deps $(VENV)/.installed  ## uv, OS packages when root, and .venv with t
 run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_URL for Redis)
 	LOG_FORMAT=$(LOG_FORMAT) $(BIN)/housing-api serve --host $(HOST) --port $(PORT)
 
-test: install  ## run the whole test suite (unit + integration against real processes)
-	$(BIN)/pytest -q
+# Workers: most integration tests wait on their processes, so more workers than cores pays; each
+# test module stays on one worker (its module fixtures start once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+test: install  ## run the whole test suite (unit + integration against real processes), on TEST_WORKERS workers
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop (CONTRIBUTING.md): every static check and the unit tests, side by side on the cores.
 # Unit tests are the ones not marked integration (tests/kinds.py marks and enforces it); the few

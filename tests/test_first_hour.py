@@ -152,15 +152,16 @@ def test_needs_no_render(): pass
 """
 
 
-def run_deployment_module(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_deployment_module(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """A test_deploy_k8s.py whose render skips, under the real tests/conftest.py."""
     tests = tmp_path / "tests"
     tests.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "tests" / "conftest.py", tests / "conftest.py")
+    for module in ("conftest.py", "kinds.py"):
+        shutil.copy(ROOT / "tests" / module, tests / module)
     (tests / "test_deploy_k8s.py").write_text(DEPLOYMENT_MODULE)
     environ = {k: v for k, v in os.environ.items() if k != "CI"} | env
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "tests"],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -171,6 +172,13 @@ def test_skipped_deployment_tests_end_the_run_with_one_loud_line(tmp_path: Path)
     assert result.returncode == 0, result.stdout
     last = result.stdout.splitlines()[-1]
     assert last.startswith("DEPLOYMENT TESTS NOT RUN: 2 skipped; no kubectl; install it with: uv sync --frozen")
+
+
+@pytest.mark.integration
+def test_the_loud_line_comes_from_xdist_workers_too(tmp_path: Path) -> None:
+    result = run_deployment_module(tmp_path, "-n", "2")
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1].startswith("DEPLOYMENT TESTS NOT RUN: 2 skipped; no kubectl")
 
 
 @pytest.mark.integration
