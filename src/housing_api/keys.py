@@ -103,8 +103,3 @@ def key_namespace(prefix: str, model_version: str, encoding: str) -> str:
     """Keys carry the model version, so a new model never reads an old model's answers, and the
     value encoding's tag (cache.VALUE_ENCODING), so a new encoding never reads an old one."""
     return f"{prefix}:{model_version[:16]}:{encoding}:"
-
-
-def cache_keys(namespace: str, rows: Iterable[Row]) -> list[str]:
-    """Redis keys for rows under one namespace."""
-    return [namespace + row_digest(row) for row in rows]
