@@ -5,7 +5,7 @@
     .venv/bin/python bench/compare_checkouts.py standalone=. cluster=.:cluster --instructions
 
 A variant is NAME=PATH, or NAME=PATH:cluster to run that checkout with REDIS_MODE=cluster against a
-3-master Redis Cluster without replicas (tests/harness.py), started next to the standalone redis-server,
+3-master Redis Cluster without replicas (housing_api_testing/harness.py), started next to the standalone redis-server,
 so one run compares the modes of one checkout side by side (issue 23). A hit is an in-process hit
 unless --no-memory-tier (MEMORY_CACHE_ROWS=0) makes every hit a Redis hit.
 

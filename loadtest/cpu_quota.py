@@ -75,7 +75,7 @@ class CpuGroup:
 
 @contextmanager
 def service(group: CpuGroup, loadgen: CpuGroup, log: Path) -> Iterator[str]:
-    """Redis (in the load generator's group) and the service (in `group`), from tests/harness.py.
+    """Redis (in the load generator's group) and the service (in `group`), from housing_api_testing/harness.py.
     Writing a pid to cgroup.procs moves every thread of the process, those started later too."""
     with tempfile.TemporaryDirectory() as redis_dir:
         try:
