@@ -4,6 +4,7 @@ A unit test runs in this process only: no child process, no network connection, 
 else carries the `integration` marker, and `make check` (`pytest -m "not integration"`) leaves it out.
 The split cannot drift, because it is decided for the author, not remembered by them:
 
+- a test in a folder named for what it exercises (`INTEGRATION_DIRS`) is marked integration;
 - a test that asks for a fixture that starts a real process (`PROCESS_FIXTURES`) is marked integration;
 - a test left unmarked that still spawns a process or opens a connection fails on the spot, in
   `make check` and `make test` alike, with the line to add (`UnitTestLeak`).
@@ -28,6 +29,8 @@ import pytest
 # Fixtures that start a process (redis-server, the image build, kubectl): a test asking for one is
 # integration without saying so. Fixtures of modules marked integration as a whole need not be here.
 PROCESS_FIXTURES = frozenset({"redis_url", "own_redis", "built_image", "rendered"})
+# tests/<one of these>/...: only tests/unit/ and tests/ itself hold unit tests.
+INTEGRATION_DIRS = frozenset({"integration", "deployment", "load", "image"})
 MODULE_MARK = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.integration\b", re.M)
 HOW = "mark it integration (a module: pytestmark = pytest.mark.integration; a test: @pytest.mark.integration)"
 
@@ -40,15 +43,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--unit", action="store_true", help="unit tests only; modules marked integration are not imported")
 
 
+def _in_integration_dir(path: Path) -> bool:
+    return path.parent.name in INTEGRATION_DIRS and path.parent.parent.name == "tests"
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     if config.getoption("--unit") and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
-        return bool(MODULE_MARK.search(collection_path.read_text())) or None
+        return _in_integration_dir(collection_path) or bool(MODULE_MARK.search(collection_path.read_text())) or None
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if _in_integration_dir(item.path) or PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
     if config.getoption("--unit"):
         items[:] = [item for item in items if item.get_closest_marker("integration") is None]

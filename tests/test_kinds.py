@@ -70,6 +70,18 @@ def test_an_unmarked_test_that_leaves_the_process_fails_and_says_what_to_add(pyt
     result.stdout.fnmatch_lines(["ERROR*test_a_wider_fixture_spawns*"])
 
 
+def test_a_test_in_an_integration_folder_is_integration(pytester: pytest.Pytester) -> None:
+    suite_in(pytester)
+    pytester.mkpydir("tests")  # a package path: tests/integration/test_x.py, as the folders will be
+    (pytester.path / "tests" / "__init__.py").unlink()
+    (pytester.path / "tests" / "integration").mkdir()
+    (pytester.path / "tests" / "integration" / "test_folder.py").write_text(UNMARKED.split("def test_connects")[0])
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "tests/integration")
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--unit", "tests/integration")
+    result.assert_outcomes()
+
+
 def test_unit_runs_only_unmarked_tests_and_skips_importing_marked_modules(pytester: pytest.Pytester) -> None:
     result = suite_in(pytester).runpytest_inprocess("-p", "no:cacheprovider", "--unit", "-v")
     result.assert_outcomes(passed=1, failed=2, errors=1)
