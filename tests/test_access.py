@@ -34,7 +34,8 @@ def access_lines() -> Iterator[list[dict[str, object]]]:
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger(ACCESS_LOGGER)
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not `.level =`: it clears the loggers' isEnabledFor cache
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(level)
