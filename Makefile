@@ -46,7 +46,7 @@ test: install  ## run the whole test suite (unit + integration against real proc
 # The inner loop (CONTRIBUTING.md): every static check and the unit tests, side by side on the cores.
 # Unit tests are the ones not marked integration (tests/kinds.py marks and enforces it); the few
 # marked slow (sklearn fits, whole-dataset comparisons) run in `make test` only.
-check: install  ## the inner loop, under a minute: ruff, mypy, the layers, duplicate code and the unit tests
+check: install  ## the inner loop (aim: under a minute): ruff, mypy, the layers, duplicate code and the unit tests
 	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-static lint-layers lint-duplicates check-unit
 
 check-unit:  ## unit tests only: no child process, no network, no server
