@@ -20,7 +20,7 @@ LOG_FORMAT  ?= text
 SCIKIT_LEARN_DATA ?= $(abspath ../shared/data/sklearn)
 export SCIKIT_LEARN_DATA
 
-.PHONY: help install deps run test lint typecheck train lock-check clean fresh-test
+.PHONY: help install deps run test check check-unit lint lint-static lint-layers lint-duplicates train lock-check clean fresh-test
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -37,13 +37,35 @@ install: deps $(VENV)/.installed  ## uv, OS packages when root, and .venv with t
 run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_URL for Redis)
 	LOG_FORMAT=$(LOG_FORMAT) $(BIN)/housing-api serve --host $(HOST) --port $(PORT)
 
-test: install  ## run the whole test suite (unit + integration against real processes)
-	$(BIN)/pytest -q
+# Workers: most integration tests wait on their processes, so more workers than cores pays; each
+# test module stays on one worker (its module fixtures start once). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+test: install  ## run the whole test suite (unit + integration against real processes), on TEST_WORKERS workers
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-lint:  ## ruff + mypy --strict on src/
-	$(BIN)/ruff check src tests bench scripts loadtest
-	$(BIN)/ruff format --check src tests bench scripts loadtest
+# The inner loop (CONTRIBUTING.md): every static check and the unit tests, side by side on the cores.
+# Unit tests are the ones not marked integration (tests/kinds.py marks and enforces it); the few
+# marked slow (sklearn fits, whole-dataset comparisons) run in `make test` only.
+check: install  ## the inner loop (aim: under a minute): ruff, mypy, the layers, duplicate code and the unit tests
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-static lint-layers lint-duplicates check-unit
+
+check-unit:  ## unit tests only: no child process, no network, no server
+	$(BIN)/pytest -q --unit -m "not slow" -n 0 --durations=5
+
+lint:  ## every static check of `make check`, without the tests
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-static lint-layers lint-duplicates
+
+PY_DIRS := src tests bench scripts loadtest
+lint-static:  ## ruff + mypy --strict on src/
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy
+
+lint-layers:  ## import-linter: the layers of README's architecture, no cycles, src never imports the harness ([tool.importlinter])
+	$(BIN)/lint-imports --no-cache
+
+lint-duplicates:  ## pylint duplicate-code: no 6 lines of logic written twice in src, tests, bench, loadtest, scripts
+	$(BIN)/pylint --recursive=y --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n $(PY_DIRS)
 
 lock-check:  ## fail when uv.lock is out of date with pyproject.toml
 	$(UV) lock --check
@@ -95,7 +117,8 @@ BENCH_ROUNDS ?= 4
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
-.PHONY: bench bench-peers bench-inference bench-inprocess bench-redis bench-startup soak audit capacity
+.PHONY: bench bench-peers bench-inference bench-inprocess bench-redis bench-startup soak audit capacity \
+	bench-compare bench-protocol bench-redis-memory bench-redis-modes
 
 bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
@@ -123,6 +146,24 @@ bench-redis: install  ## micro-benchmark: µs per row of a micro-batch's Redis l
 
 bench-startup: install  ## seconds from `housing-api serve` to the first 200 on /readyz, and VmRSS then (5 runs)
 	$(PY) bench/startup.py --runs 5
+
+# A change of the request path: `make bench-compare BEFORE=../main` (AFTER defaults to this checkout);
+# COMPARE_ARGS=--instructions counts instructions with callgrind, undisturbed by a busy machine.
+BEFORE       ?=
+AFTER        ?= .
+COMPARE_ARGS ?=
+bench-compare: install  ## two checkouts side by side, one-row hits and misses: BEFORE=DIR [AFTER=DIR] [COMPARE_ARGS=--instructions]
+	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=/path/to/other/checkout [AFTER=.] [COMPARE_ARGS=--instructions]"; exit 2; }
+	$(PY) bench/compare_checkouts.py before=$(BEFORE) after=$(AFTER) $(COMPARE_ARGS)
+
+bench-protocol: install  ## micro-benchmark: CPU per request of the HTTP protocol layer alone (httptools, ours, h11)
+	$(PY) bench/protocol.py
+
+bench-redis-memory: install  ## Redis memory per cached row, standalone and Cluster (docs/capacity.md)
+	$(PY) bench/redis_memory.py
+
+bench-redis-modes: install  ## micro-benchmark: client CPU per row of the Redis tiers, standalone vs Cluster
+	$(PY) bench/redis_modes.py
 
 capacity: install  ## sizing numbers in one run: the image at the manifests' CPU request, Redis memory and commands (docs/capacity.md)
 	$(PY) bench/capacity.py
@@ -172,7 +213,7 @@ PROMETHEUS_URL ?=
 WRITE       ?=
 NOTE        ?=
 
-.PHONY: loadtest loadtest-report
+.PHONY: loadtest loadtest-report loadtest-cpu-quota
 
 loadtest: install  ## k6 load.js against BASE_URL (default: `make run`'s) at CACHE_RATE, RATE, RAMP, DURATION
 	BASE_URL=$(or $(BASE_URL),http://$(HOST):$(PORT)) RAMP=$(RAMP) DURATION=$(DURATION) RATE=$(RATE) \
@@ -182,3 +223,7 @@ loadtest-report: install  ## load.js at the lab's cache rates (own redis + servi
 	$(PY) loadtest/report.py --ramp $(RAMP) --duration $(DURATION) --rate $(RATE) --batch-size $(BATCH_SIZE) \
 		--p99-ms $(P99_MS) --cache-rates $(CACHE_RATES) $(if $(BASE_URL),--base-url $(BASE_URL)) \
 		$(if $(PROMETHEUS_URL),--prometheus-url $(PROMETHEUS_URL)) $(if $(WRITE),--write) $(if $(NOTE),--note "$(NOTE)")
+
+CPU_QUOTA_ARGS ?= --rate $(RATE) --rounds 2
+loadtest-cpu-quota: install  ## as root, cgroup v1: the p99 with and without a 1-core CFS quota, back to back (CPU_QUOTA_ARGS=--calibrate first)
+	$(PY) loadtest/cpu_quota.py $(CPU_QUOTA_ARGS)

@@ -32,8 +32,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisServer, free_port, podman_env, wait_until  # noqa: E402
+from housing_api_testing.harness import RedisServer, free_port, podman_env, wait_until  # noqa: E402
 
 K6 = Path(sys.executable).parent / "k6"
 BENCH_JS = ROOT / "bench" / "k6" / "bench.js"

@@ -5,7 +5,7 @@
     .venv/bin/python bench/compare_checkouts.py standalone=. cluster=.:cluster --instructions
 
 A variant is NAME=PATH, or NAME=PATH:cluster to run that checkout with REDIS_MODE=cluster against a
-3-master Redis Cluster without replicas (tests/harness.py), started next to the standalone redis-server,
+3-master Redis Cluster without replicas (housing_api_testing/harness.py), started next to the standalone redis-server,
 so one run compares the modes of one checkout side by side (issue 23). A hit is an in-process hit
 unless --no-memory-tier (MEMORY_CACHE_ROWS=0) makes every hit a Redis hit.
 
@@ -41,15 +41,13 @@ import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisClusterNodes, RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
+from housing_api_testing.harness import RedisClusterNodes, RedisServer, ServiceProcess  # noqa: E402  (the one process harness)
 
 ROW = (
     '{"MedInc": %s, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02, "Population": 322, '

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import gc
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +26,11 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisServer  # noqa: E402  (shared with the tests)
-
 from housing_api.app import _start  # noqa: E402
 from housing_api.config import Settings  # noqa: E402
 from housing_api.metrics import ServiceMetrics  # noqa: E402
 from housing_api.schemas import BatchValidator  # noqa: E402
+from housing_api_testing.harness import RedisServer  # noqa: E402  (shared with the tests)
 
 POOL = 1000
 

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisClusterNodes, RedisServer  # noqa: E402  (the one process harness)
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from housing_api.cache import VALUE_ENCODING, RedisTier, encode_value  # noqa: E402
@@ -28,6 +25,7 @@ from housing_api.metrics import ServiceMetrics  # noqa: E402
 from housing_api.model import load_model  # noqa: E402
 from housing_api.redis_cluster import ClusterTier  # noqa: E402
 from housing_api.schemas import SAMPLE_BATCH  # noqa: E402
+from housing_api_testing.harness import RedisClusterNodes, RedisServer  # noqa: E402  (the one process harness)
 
 BATCH = 500
 

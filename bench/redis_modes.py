@@ -14,19 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisClusterNodes, RedisServer  # noqa: E402  (the one process harness)
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from housing_api.cache import RedisTier  # noqa: E402
 from housing_api.metrics import ServiceMetrics  # noqa: E402
 from housing_api.redis_cluster import ClusterTier  # noqa: E402
+from housing_api_testing.harness import RedisClusterNodes, RedisServer  # noqa: E402  (the one process harness)
 
 
 async def per_row(tier: RedisTier, rows: int, batches: int) -> tuple[float, float]:

@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -26,10 +25,8 @@ import redis.asyncio as aioredis
 from redis.utils import HIREDIS_AVAILABLE
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from harness import RedisServer  # noqa: E402  (the one process harness)
-
 from housing_api.cache import SET_EX_SCRIPT  # noqa: E402  (the script the service sends)
+from housing_api_testing.harness import RedisServer  # noqa: E402  (the one process harness)
 
 TTL = 3600
 Items = list[tuple[bytes, bytes]]

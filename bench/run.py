@@ -42,9 +42,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "bench"))
 import bench_report as report  # noqa: E402  (beside this file)
-from harness import Proc, RedisServer, Unavailable, free_port, wait_until  # noqa: E402  (shared with the tests)
+
+from housing_api_testing.harness import Proc, RedisServer, Unavailable, free_port, wait_until  # noqa: E402  (shared with the tests)
 
 BIN = Path(sys.executable).parent
 K6 = BIN / "k6"

@@ -24,6 +24,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from run import BIN, K6, ROOT, Process, Target, machine, run_k6, start_redis, warm
 
+from housing_api.config import Settings
+
+# Soak what a deployment runs: the service's own default, not a number of this script's.
+MEMORY_CACHE_ROWS = Settings.model_fields["memory_cache_rows"].default
+
 Sample = tuple[float, float, int, int]
 """(seconds since start, RSS MB, open fds, rows in the in-process tier)."""
 
@@ -114,7 +119,12 @@ def main() -> None:
     parser.add_argument("--duration", default="10m")
     parser.add_argument("--fraction", type=float, default=0.7)
     parser.add_argument("--every", type=float, default=5.0)
-    parser.add_argument("--memory-rows", type=int, default=100_000, help="MEMORY_CACHE_ROWS of the soaked server")
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        default=MEMORY_CACHE_ROWS,
+        help="MEMORY_CACHE_ROWS of the soaked server (default: the service's)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

@@ -32,8 +32,7 @@ from typing import Any
 from selfcheck import delta, load_summary, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import harness  # noqa: E402  (the one process harness, shared with the tests)
+from housing_api_testing import harness  # noqa: E402  (the one process harness, shared with the tests)
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 100_000
@@ -76,7 +75,7 @@ class CpuGroup:
 
 @contextmanager
 def service(group: CpuGroup, loadgen: CpuGroup, log: Path) -> Iterator[str]:
-    """Redis (in the load generator's group) and the service (in `group`), from tests/harness.py.
+    """Redis (in the load generator's group) and the service (in `group`), from housing_api_testing/harness.py.
     Writing a pid to cgroup.procs moves every thread of the process, those started later too."""
     with tempfile.TemporaryDirectory() as redis_dir:
         try:

@@ -53,8 +53,7 @@ from selfcheck import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import harness  # noqa: E402  (the one process harness, shared with the tests)
+from housing_api_testing import harness  # noqa: E402  (the one process harness, shared with the tests)
 
 COMMITTED = ROOT / "docs" / "loadtest"
 LAB_CACHE_RATES = (0.0, 0.5, 0.75, 0.999, 1.0)

@@ -1,7 +1,7 @@
 """Render the Grafana dashboard's service panels from real data into a PNG (`make dashboard-png`).
 
 Starts a throwaway redis-server, `housing-api serve` and Prometheus (the same helpers the tests
-use, tests/prom.py), sends a short mixed load (cache hits in every tier, new rows for the model,
+use, housing_api_testing/prom.py), sends a short mixed load (cache hits in every tier, new rows for the model,
 some invalid batches), then evaluates every service panel's queries over the load through
 Prometheus's query_range API and draws them as a grid of small charts with the panels' titles,
 units and threshold lines. For people without a Grafana at hand; the Kubernetes panels need a
@@ -25,20 +25,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 import httpx  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from conftest import RedisServer  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
-from prom import Prometheus, is_k8s_only, load_dashboard, panels, prometheus_binary, render  # noqa: E402
-from test_serve import Server  # noqa: E402
 
 from housing_api.schemas import SAMPLE_BATCH  # noqa: E402
+from housing_api_testing.harness import RedisServer, ServiceProcess  # noqa: E402
+from housing_api_testing.prom import Prometheus, is_k8s_only, load_dashboard, panels, prometheus_binary, render  # noqa: E402
 
 STEP_S = 2.0
 VARIABLES = {"__rate_interval": "10s", "job": ".+", "namespace": ".*"}
@@ -220,11 +218,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dashboard-png-") as tmp:
         redis = RedisServer(Path(tmp)).start()
         # One OpenMP thread, as in a pod (the prod ConfigMap sets it): the load shares these cores.
-        server = Server({"REDIS_URL": redis.url, "MEMORY_CACHE_ROWS": "2000", "OMP_NUM_THREADS": "1"})
+        server = ServiceProcess({"REDIS_URL": redis.url, "MEMORY_CACHE_ROWS": "2000", "OMP_NUM_THREADS": "1"})
+        server.spawn()  # starts while Prometheus does; wait_ready below
         prom = Prometheus(prometheus_binary(), Path(tmp), [f"127.0.0.1:{server.port}"])
         try:
             prom.start()
-            server.wait_ready()
+            server.wait_ready(timeout_s=60)
             if not prom.wait_for_targets():
                 raise RuntimeError("Prometheus cannot scrape the service")
             loadavg = Path("/proc/loadavg").read_text().split()[0]
@@ -234,8 +233,7 @@ def main() -> int:
             draw(prom, start, time.time(), args.out, provenance(args.seconds, loadavg, args.note))
         finally:
             prom.stop()
-            if server.proc.poll() is None:
-                server.stop()
+            server.stop()
             redis.stop()
     return 0
 

@@ -15,11 +15,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from harness import Unavailable  # noqa: E402
-from prom import PrometheusUnavailable  # noqa: E402
 from rollout import CANARIES, LOAD_S, Rollout  # noqa: E402
+
+from housing_api_testing.harness import Unavailable  # noqa: E402
+from housing_api_testing.prom import PrometheusUnavailable  # noqa: E402
 
 
 def main() -> int:

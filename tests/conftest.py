@@ -15,15 +15,22 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import harness
 import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
+from kinds import (  # noqa: F401  (hooks: pytest finds them here)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_ignore_collect,
+    pytest_runtest_call,
+    pytest_runtest_setup,
+)
 
 from housing_api.app import create_app
 from housing_api.config import Settings
+from housing_api_testing import harness
+from housing_api_testing.harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_PATH = ROOT / "model" / "model.joblib"
@@ -131,21 +138,28 @@ def built_image(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     """The image built from this checkout by podman on the local Debian base (scripts/image-build.sh),
     and the environment podman needs. Skips with one line where podman cannot run (not root, no apt);
     on CI as root it must run, so there that is a failure."""
+    import fcntl
     import hashlib
     import subprocess
+    import tempfile
 
-    try:
-        env = harness.podman_env()
-    except harness.Unavailable as exc:
-        if os.environ.get("CI") == "true" and os.geteuid() == 0:
-            pytest.fail(f"CI as root must build the image, but: {exc}")
-        pytest.skip(str(exc))
     # One tag per checkout: worktrees and clones building at once never test each other's image.
-    image = os.environ.get("HOUSING_IMAGE") or f"localhost/housing-api:test-{hashlib.sha1(bytes(ROOT)).hexdigest()[:8]}"
-    build = subprocess.run(
-        [str(ROOT / "scripts" / "image-build.sh"), image],
-        env={**env, "ENGINE": "podman"}, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+    checkout = hashlib.sha1(bytes(ROOT)).hexdigest()[:8]
+    image = os.environ.get("HOUSING_IMAGE") or f"localhost/housing-api:test-{checkout}"
+    # xdist's workers each set this session fixture up: one at a time builds (the base, then the
+    # image); the others then find podman's layer cache warm.
+    with open(Path(tempfile.gettempdir()) / f"housing-api-image-{checkout}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            env = harness.podman_env()
+        except harness.Unavailable as exc:
+            if os.environ.get("CI") == "true" and os.geteuid() == 0:
+                pytest.fail(f"CI as root must build the image, but: {exc}")
+            pytest.skip(str(exc))
+        build = subprocess.run(
+            [str(ROOT / "scripts" / "image-build.sh"), image],
+            env={**env, "ENGINE": "podman"}, capture_output=True, text=True, timeout=1800,
+        )  # fmt: skip
     if build.returncode != 0:
         pytest.fail(f"scripts/image-build.sh failed:\n{(build.stdout + build.stderr)[-4000:]}")
     # "built <image> with podman: N MB", past output capture (fd-level, so a print would vanish).
@@ -159,7 +173,9 @@ def built_image(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
 
 # --- a skipped deployment test is said out loud, and fails under CI ------------------------------
 # Without kubectl every manifest test skips, and a summary of "N passed, M skipped" reads as passed.
-_deployment_skips = pytest.StashKey[dict[str, str]]()
+# The skip is noted on the report itself (user_properties), so it reaches the end of the run from
+# xdist's workers too.
+DEPLOYMENT_SKIPPED = "deployment test skipped"
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -173,7 +189,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if report.skipped and item.path.name in DEPLOYMENT_MODULES:
         reason = _skip_reason(report)
-        item.config.stash.setdefault(_deployment_skips, {})[report.nodeid] = reason
+        report.user_properties.append((DEPLOYMENT_SKIPPED, reason))
         if os.environ.get("CI") == "true":
             report.outcome = "failed"
             report.longrepr = f"a deployment test may not be skipped under CI=true: {reason}"
@@ -181,9 +197,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    skipped = config.stash.get(_deployment_skips, {})
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if skipped and reporter is not None:
+    if reporter is None:
+        return
+    reports = [r for outcome in ("skipped", "failed", "error") for r in reporter.stats.get(outcome, [])]
+    skipped = {r.nodeid: v for r in reports for k, v in getattr(r, "user_properties", ()) if k == DEPLOYMENT_SKIPPED}
+    if skipped:
         reason = next(iter(skipped.values()))
         verdict = "FAILED under CI=true" if os.environ.get("CI") == "true" else "NOT RUN"
         reporter.write_line(f"DEPLOYMENT TESTS {verdict}: {len(skipped)} skipped; {reason}", red=True, bold=True)

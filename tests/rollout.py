@@ -31,10 +31,18 @@ from typing import Any
 import httpx
 import numpy as np
 from canary_analysis import Check, checks, decision, render_prod
-from harness import ROOT, MLflowServer, MotoServer, RedisServer, ServiceProcess, free_port, wait_until
-from prom import Prometheus, load_dashboard, prometheus_binary, queries, render
 
 from housing_api import FEATURES
+from housing_api_testing.harness import (
+    ROOT,
+    MLflowServer,
+    MotoServer,
+    RedisServer,
+    ServiceProcess,
+    free_port,
+    wait_until,
+)
+from housing_api_testing.prom import Prometheus, load_dashboard, prometheus_binary, queries, render
 
 DATA = ROOT.parent / "shared" / "data" / "sklearn"
 NAMESPACE = "housing-api"

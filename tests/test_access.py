@@ -34,7 +34,8 @@ def access_lines() -> Iterator[list[dict[str, object]]]:
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger(ACCESS_LOGGER)
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not `.level =`: it clears the loggers' isEnabledFor cache
     yield lines
     logger.removeHandler(handler)
     logger.setLevel(level)
@@ -114,6 +115,7 @@ print(json.dumps({"status": status, "tracing": tracing is not None, "loaded": lo
 """.replace("TRACING", repr(("housing_api.tracing", "opentelemetry.sdk.trace", "opentelemetry.exporter")))
 
 
+@pytest.mark.integration
 def test_tracing_is_off_by_default_and_its_sdk_never_imported() -> None:
     # A fresh interpreter: other tests here import the SDK. (FastAPI imports OpenTelemetry's API, and
     # redis-py the SDK's metrics when installed, for their own opt-in telemetry: not ours to avoid.)

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from prom import (
+
+from housing_api_testing.prom import (
     AWAITED,
     AWAITED_LABELS,
     K8S_ONLY_METRICS,
@@ -103,12 +104,14 @@ def promtool() -> str:
 # --- promtool ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_rule_file() -> None:
     result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(load_rules())} rules found" in result.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("unit_tests", UNIT_TESTS, ids=lambda p: p.name)
 def test_promtool_unit_tests_pass(unit_tests: Path) -> None:
     result = subprocess.run(
@@ -243,10 +246,11 @@ def test_rules_read_only_metrics_and_labels_the_service_or_kubernetes_exports() 
                 assert not extra, (name, metric, extra)
 
 
+@pytest.mark.integration
 def test_the_real_redis_exporter_exports_what_the_rules_read(tmp_path: Path) -> None:
     """Debian's prometheus-redis-exporter against a real redis-server: every metric and label the
     rules and the runbook read from it exists (an exporter upgrade that renames one fails here)."""
-    import harness
+    from housing_api_testing import harness
 
     try:
         server = harness.RedisServer(tmp_path, "--maxmemory", "10mb", "--maxmemory-policy", "allkeys-lru").start()
@@ -367,6 +371,7 @@ def test_the_dashboard_draws_the_alerts_thresholds() -> None:
 # --- the scrape job docs/deployment.md gives a Prometheus without the operator ----------------------
 
 
+@pytest.mark.integration
 def test_the_documented_scrape_job_and_rule_file_pass_promtool(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "deployment.md").read_text()
     config = yaml.safe_load(re.search(r"```yaml\n# prometheus.yml\n(.*?)```", text, flags=re.S)[1])

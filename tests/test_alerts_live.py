@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 from conftest import RedisServer
-from harness import ServiceProcess, free_port, wait_until
-from prom import JOB, Prometheus, PrometheusUnavailable, prometheus_binary
 from test_alerts import AWAITED_LABELS, RULES, alerts
 
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import ServiceProcess, free_port, wait_until
+from housing_api_testing.prom import JOB, Prometheus, PrometheusUnavailable, prometheus_binary
 
 pytestmark = pytest.mark.integration
 

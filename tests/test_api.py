@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import app_client
 from fastapi.testclient import TestClient
-from harness import metric_value
 
 from housing_api import FEATURES
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import metric_value
 
 GOOD = SAMPLE_BATCH[0]
 

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import RedisServer, app_client, make_settings, other_model, run, running_app, wait_until
-from harness import metric_value
 
 from housing_api.app import create_app
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import metric_value
 
 pytestmark = pytest.mark.integration
 GOOD = SAMPLE_BATCH[0]
@@ -149,7 +149,7 @@ def test_service_reconnects_when_redis_comes_back(own_redis: RedisServer) -> Non
 
 
 def test_unreachable_redis_at_startup_starts_degraded() -> None:
-    from conftest import free_port
+    from housing_api_testing.harness import free_port
 
     with app_client(redis_url=f"redis://127.0.0.1:{free_port()}/0") as c:
         assert c.post("/predict", json=SAMPLE_BATCH).status_code == 200

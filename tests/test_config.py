@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import make_settings
-from harness import ROOT
 from pydantic import ValidationError
 
 from housing_api.config import REQUEST_TIMEOUT_S_DEFAULT, Settings, describe_settings_error
 from housing_api.metrics import LATENCY_BUCKETS
+from housing_api_testing.harness import ROOT
 
 PASSWORD = "hunter2-Zq9"
 
@@ -51,6 +51,7 @@ def test_a_printed_url_carries_no_credentials(url: str, shown: str) -> None:
     ],
     ids=["no-scheme", "wrong-scheme", "bad-port", "no-host"],
 )
+@pytest.mark.integration
 def test_a_malformed_redis_url_stops_startup_with_one_line_without_its_password(env: dict[str, str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "housing_api", "serve", "--port", "1"],
@@ -148,6 +149,7 @@ def test_a_redis_shape_that_does_not_fit_its_mode_is_refused_in_one_line(
     assert message in line and "\n" not in line, line
 
 
+@pytest.mark.integration
 def test_a_redis_shape_that_does_not_fit_stops_startup_with_one_line() -> None:
     env = {"REDIS_MODE": "sentinel", "REDIS_URL": f"redis://:{PASSWORD}@s0,s1,s2/0"}
     done = subprocess.run(

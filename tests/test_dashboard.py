@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, app_client
-from prom import (
+
+from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.prom import (
     AWAITED,
     DASHBOARD,
     EXPORTED_METRICS,
@@ -25,8 +27,6 @@ from prom import (
     render,
     scraped,
 )
-
-from housing_api.schemas import SAMPLE_BATCH
 
 GRAFANA = ROOT / "grafana"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}

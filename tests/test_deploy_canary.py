@@ -24,7 +24,8 @@ import pytest
 import yaml
 from conftest import KUBECTL_INSTALL, ROOT
 from flagger import CANARY_POD, canaries, generated, metric_query
-from prom import (
+
+from housing_api_testing.prom import (
     AWAITED,
     AWAITED_LABELS,
     PrometheusUnavailable,
@@ -34,6 +35,9 @@ from prom import (
     promtool_binary,
     queries,
 )
+
+# kubectl renders the overlays and promtool parses the queries: child processes (tests/kinds.py).
+pytestmark = pytest.mark.integration
 
 Obj = dict[str, Any]
 Check = Callable[[list[Obj]], list[str]]

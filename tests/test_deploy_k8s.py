@@ -2594,7 +2594,7 @@ def test_the_image_answers_every_probe_run_as_the_manifests_run_it(
 ) -> None:
     """The prod pod's settings, applied to the built image: its user, read-only root, emptyDir mounts,
     dropped capabilities and ConfigMap (without Redis: the cache is optional); each probe answers 200."""
-    from harness import Container, wait_until
+    from housing_api_testing.harness import Container, wait_until
 
     objs = rendered["overlays/prod"]
     deployment = _api(objs)

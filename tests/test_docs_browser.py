@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from conftest import app_client
-from harness import ServiceProcess
 
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -76,6 +76,7 @@ def assert_same(actual: Matrix, expected: Matrix) -> None:
     assert np.max(np.abs(actual - expected), initial=0.0) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> None:
     X = california_X()
     assert X.shape == (20640, 8)
@@ -86,6 +87,7 @@ def test_committed_model_matches_sklearn_on_the_whole_dataset(model: Model) -> N
 @pytest.mark.skipif(
     not (DATA / "cal_housing_py3.pkz").is_file(), reason=f"offline California housing data not found at {DATA}"
 )
+@pytest.mark.slow
 def test_committed_forest_file_matches_sklearn_on_the_whole_dataset() -> None:
     X, _ = fetch_california_housing(data_home=str(DATA), download_if_missing=False, return_X_y=True)
     predict = fastpath.load_predictor((ROOT / "model/model.forest.npz").read_bytes())
@@ -105,6 +107,7 @@ def round_trip(estimator: object) -> fastpath.Predict:
     return predict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["squared_error", "absolute_error", "poisson", "gamma"])
 def test_forest_file_predicts_like_sklearn_for_each_regression_loss(loss: str) -> None:
     X, y = random_regression(seed=0)
@@ -134,6 +137,7 @@ def test_forest_file_with_an_unknown_inverse_link_is_refused(model: Model) -> No
         fastpath.load_predictor(file.getvalue())
 
 
+@pytest.mark.slow
 def test_committed_model_matches_sklearn_on_nan_and_infinite_values(model: Model) -> None:
     X = awkward_rows(california_X()[::20], seed=1)
     assert_same(model.predict(X), model.estimator.predict(X))
@@ -148,6 +152,7 @@ def test_committed_model_matches_sklearn_on_nan_and_infinite_values(model: Model
         {"max_iter": 40, "loss": "poisson"},  # predict() applies exp() to the raw sums
     ],
 )
+@pytest.mark.slow
 def test_model_fitted_here_matches_sklearn(params: dict[str, Any]) -> None:
     X, y = random_regression(seed=0)
     if params.get("loss") == "poisson":
@@ -214,6 +219,7 @@ def test_categorical_features_are_not_covered() -> None:
     assert compile_predictor(estimator) is None
 
 
+@pytest.mark.slow
 def test_trees_with_more_leaves_than_mask_bits_are_not_covered() -> None:
     X, y = random_regression(seed=0)
     estimator = HistGradientBoostingRegressor(max_leaf_nodes=64, max_iter=5).fit(X, y)
@@ -282,6 +288,7 @@ def test_committed_model_computes_the_derived_columns_itself(model: Model) -> No
     assert model.info.raw["derived_features"] == coordinates.derived_names(coordinates.PAIRS)
 
 
+@pytest.mark.slow
 def test_committed_model_matches_sklearn_on_extreme_coordinates(model: Model) -> None:
     X = extreme_rows()
     assert np.array_equal(model.predict(X), model.estimator.predict(X))
@@ -298,6 +305,7 @@ def test_derived_columns_are_one_correctly_rounded_addition() -> None:
         assert np.array_equal(derived[:, 8 + k], exact), (a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pairs", [((1, 1),), ((2, -1), (-1, 2))])
 def test_a_pipeline_with_other_pairs_matches_sklearn(pairs: tuple[tuple[int, int], ...]) -> None:
     X = np.concatenate([california_X()[::10], extreme_rows()])
@@ -323,6 +331,7 @@ def other_function(X: Matrix, pairs: object) -> Matrix:
     [pipeline(validate=True), pipeline(((1, 1),), func=other_function), pipeline(((3, 1),))],
     ids=["validate", "another-function", "inexact-coefficient"],
 )
+@pytest.mark.slow
 def test_pipelines_the_fast_path_does_not_follow_are_not_covered(estimator: Pipeline) -> None:
     X = california_X()[::20]
     with warnings.catch_warnings():
@@ -343,6 +352,7 @@ def format_1_file(forest: fastpath.Forest, inverse_link: str) -> bytes:
     return file.getvalue()
 
 
+@pytest.mark.slow
 def test_a_format_1_forest_file_still_loads_and_predicts() -> None:
     X = california_X()
     estimator = HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X[::4], X[::4, 0])

@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, RedisServer
-from harness import metric_value
 from test_serve import Server
+
+from housing_api_testing.harness import metric_value
 
 pytestmark = pytest.mark.integration
 K6 = Path(sys.executable).parent / "k6"

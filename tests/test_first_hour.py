@@ -40,22 +40,26 @@ def serve_refusal(model_path: str) -> str:
 # --- MODEL_PATH ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_model_path_train_never_wrote_points_at_the_committed_model_and_train_out() -> None:
     line = serve_refusal("model/nope.joblib")
     assert "unset MODEL_PATH to use the committed model/model.joblib" in line
     assert "`housing-api train --out model/nope.joblib`" in line  # writes exactly there
 
 
+@pytest.mark.integration
 def test_model_path_of_a_folder_names_the_artifact_in_it() -> None:
     line = serve_refusal("model")
     assert line.endswith("MODEL_PATH=model is a folder; name the artifact in it: MODEL_PATH=model/model.joblib")
 
 
+@pytest.mark.integration
 def test_model_path_of_an_empty_folder_names_the_file_train_writes(tmp_path: Path) -> None:
     line = serve_refusal(str(tmp_path))
     assert line.endswith(f"name the artifact in it: MODEL_PATH={tmp_path / 'model.joblib'}")
 
 
+@pytest.mark.integration
 def test_model_path_of_the_metadata_names_the_artifact_beside_it() -> None:
     line = serve_refusal("model/model.json")
     assert line.endswith("name the artifact beside it: MODEL_PATH=model/model.joblib")
@@ -116,6 +120,7 @@ def test_readme_lists_the_prerequisites_make_does_not_install_in_one_line() -> N
 # --- a missing tool -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_install_deps_without_apt_prints_the_one_command_and_stops(tmp_path: Path) -> None:
     # Only python3 and id on PATH: no compiler, no redis-server, no uv, no apt-get (so, even as
     # root, nothing is installed: the script must say what to run).
@@ -147,20 +152,21 @@ def test_needs_no_render(): pass
 """
 
 
-def run_deployment_module(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_deployment_module(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """A test_deploy_k8s.py whose render skips, under the real tests/conftest.py."""
     tests = tmp_path / "tests"
     tests.mkdir(exist_ok=True)
-    for module in ("conftest.py", "harness.py"):
+    for module in ("conftest.py", "kinds.py"):
         shutil.copy(ROOT / "tests" / module, tests / module)
     (tests / "test_deploy_k8s.py").write_text(DEPLOYMENT_MODULE)
     environ = {k: v for k, v in os.environ.items() if k != "CI"} | env
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "tests"],
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_skipped_deployment_tests_end_the_run_with_one_loud_line(tmp_path: Path) -> None:
     result = run_deployment_module(tmp_path)
     assert result.returncode == 0, result.stdout
@@ -168,6 +174,14 @@ def test_skipped_deployment_tests_end_the_run_with_one_loud_line(tmp_path: Path)
     assert last.startswith("DEPLOYMENT TESTS NOT RUN: 2 skipped; no kubectl; install it with: uv sync --frozen")
 
 
+@pytest.mark.integration
+def test_the_loud_line_comes_from_xdist_workers_too(tmp_path: Path) -> None:
+    result = run_deployment_module(tmp_path, "-n", "2")
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines()[-1].startswith("DEPLOYMENT TESTS NOT RUN: 2 skipped; no kubectl")
+
+
+@pytest.mark.integration
 def test_under_ci_a_skipped_deployment_test_fails(tmp_path: Path) -> None:
     result = run_deployment_module(tmp_path, CI="true")
     assert result.returncode == 1, result.stdout
@@ -196,6 +210,7 @@ def check_skips(tmp_path: Path, xml: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_fresh_test_allows_only_the_skips_the_readme_lists(tmp_path: Path) -> None:
     allowed = ("tests.test_model", "test_training_reproduces_the_committed_metrics", "no data")
     passed = ("tests.test_api", "test_sample_batch", None)
@@ -213,6 +228,7 @@ def test_fresh_test_allows_only_the_skips_the_readme_lists(tmp_path: Path) -> No
         ("tests.test_deploy_k8s", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
     ],
 )
+@pytest.mark.integration
 def test_fresh_test_fails_when_an_image_test_skips(tmp_path: Path, skipped: tuple[str, str]) -> None:
     # make fresh-test's container is privileged, as a fresh VM's root: podman runs there, so nothing that
     # needs the image may skip (the README's answer for an unprivileged container sits outside the list).

@@ -23,11 +23,11 @@ import httpx
 import numpy as np
 import pytest
 from conftest import MODEL_PATH, ROOT, RedisServer
-from harness import Container, wait_until
 
 from housing_api import FEATURES
 from housing_api.model import load_model, manifest_digest
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import Container, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,6 @@ from test_serve import Server
 
 sys.path.insert(0, str(ROOT / "loadtest"))
 # loadtest/ holds scripts, not a package: import its self-check module by path.
-from prom import Prometheus, PrometheusUnavailable, prometheus_binary
 from selfcheck import (
     PrometheusCounters,
     check_run,
@@ -32,6 +31,8 @@ from selfcheck import (
     scrape,
     tolerance,
 )
+
+from housing_api_testing.prom import Prometheus, PrometheusUnavailable, prometheus_binary
 
 pytestmark = pytest.mark.integration
 K6 = ROOT / ".venv" / "bin" / "k6"

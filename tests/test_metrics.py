@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from conftest import MODEL_PATH, ROOT, app_client, make_settings, other_model, run, running_app
-from prom import exported_series, scraped
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -27,6 +26,7 @@ from housing_api import cli
 from housing_api.app import create_app
 from housing_api.http_metrics import InProgress
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.prom import exported_series, scraped
 
 
 def test_the_service_exports_exactly_the_documented_metrics() -> None:
@@ -239,6 +239,7 @@ def test_requests_in_progress_are_counted_by_route_template_and_method() -> None
     assert handlers == {"/items/{item}", "none"}  # /metrics itself is not counted
 
 
+@pytest.mark.slow
 def test_the_in_progress_memo_is_bounded() -> None:
     registry = CollectorRegistry()
     gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)

@@ -164,6 +164,7 @@ def test_tampered_forest_file_is_refused_naming_it(tmp_path: Path, monkeypatch: 
             check(path)
 
 
+@pytest.mark.integration
 def test_serve_refuses_a_tampered_forest_file_with_one_clear_line(tmp_path: Path) -> None:
     path = copy_model(tmp_path)
     forest_path(path).write_bytes(forest_path(path).read_bytes() + b"\x00")
@@ -220,6 +221,7 @@ def serve_exit(model_path: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.integration
 def test_serve_refuses_a_tampered_artifact_with_one_clear_line(tmp_path: Path) -> None:
     path = copy_model(tmp_path)
     path.write_bytes(path.read_bytes() + b"\x00")
@@ -230,12 +232,14 @@ def test_serve_refuses_a_tampered_artifact_with_one_clear_line(tmp_path: Path) -
     assert "sha256" in lines[0] and "refusing" in lines[0]
 
 
+@pytest.mark.integration
 def test_serve_refuses_a_missing_artifact(tmp_path: Path) -> None:
     result = serve_exit(tmp_path / "nope.joblib")
     assert result.returncode == 2
     assert "housing-api train" in result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not (DATA / "cal_housing_py3.pkz").is_file(), reason=f"offline data copy not found at {DATA}")
 def test_training_reproduces_the_committed_metrics(tmp_path: Path) -> None:
     out = tmp_path / "model.joblib"
@@ -285,6 +289,7 @@ def test_forest_file_with_tampered_derived_pairs_is_refused_by_its_checksum(
     assert not np.array_equal(load_model(path).predict(X), load_model(MODEL_PATH).predict(X))
 
 
+@pytest.mark.slow
 def test_a_model_with_a_format_1_forest_file_still_serves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What older registry versions hold: a bare regressor and a forest file without derived_pairs."""
     from sklearn.ensemble import HistGradientBoostingRegressor

@@ -75,6 +75,7 @@ def test_with_scikit_learn_the_same_model_falls_back_to_unpickling(tmp_path: Pat
     assert type(load_model(path).estimator).__name__ == "Pipeline"
 
 
+@pytest.mark.integration
 def test_train_without_scikit_learn_says_what_to_install_in_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys

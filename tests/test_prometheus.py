@@ -18,11 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import harness
 import httpx
 import pytest
 from conftest import RedisServer
-from prom import (
+from test_serve import Server
+
+from housing_api import __version__
+from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing import harness
+from housing_api_testing.prom import (
     AWAITED,
     AWAITED_LABELS,
     JOB,
@@ -41,10 +45,6 @@ from prom import (
     queries,
     render,
 )
-from test_serve import Server
-
-from housing_api import __version__
-from housing_api.schemas import SAMPLE_BATCH
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +224,7 @@ def _ids(q: tuple[str, str, str]) -> str:
 
 
 def test_without_prometheus_and_root_the_skip_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import prom
+    from housing_api_testing import prom
 
     monkeypatch.setattr(prom.shutil, "which", lambda name: None)
     monkeypatch.setattr(prom.os, "geteuid", lambda: 1000)

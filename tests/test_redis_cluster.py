@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import harness
 import pytest
 from conftest import MODEL_PATH, make_settings, running_app
 from prometheus_client import CollectorRegistry
@@ -27,6 +26,7 @@ from housing_api.cache import encode_value
 from housing_api.keys import canonical_row, rows_matrix
 from housing_api.metrics import ServiceMetrics
 from housing_api.redis_cluster import ClusterTier
+from housing_api_testing import harness
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import harness
 import httpx
 import pytest
 from conftest import MODEL_PATH, ROOT, make_settings, running_app
@@ -24,6 +23,7 @@ from two_versions import assert_each_serves_its_own, assert_true_drift, stable_t
 from housing_api.app import create_app
 from housing_api.keys import canonical_row, rows_matrix
 from housing_api.model import load_model
+from housing_api_testing import harness
 
 pytestmark = pytest.mark.integration
 PASSWORD = "sentinel-and-redis-share-this"

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from harness import ROOT, MLflowServer, RedisServer, ServiceProcess, Unavailable, free_port
 
 from housing_api import FEATURES
 from housing_api.cli import main
@@ -29,6 +28,7 @@ from housing_api.errors import ModelArtifactMismatch, ModelVersionNotFound
 from housing_api.model import load_model
 from housing_api.registry import Registry, parse_ref, prefetched, resolve_source
 from housing_api.train import register, train
+from housing_api_testing.harness import ROOT, MLflowServer, RedisServer, ServiceProcess, Unavailable, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -79,6 +79,7 @@ def test_model_uri_with_a_local_path_overrides_model_path(tmp_path: Path) -> Non
     assert resolve_source(str(MODEL_PATH), Path("elsewhere.joblib"), tmp_path, None) == ModelSource(MODEL_PATH)
 
 
+@pytest.mark.integration
 def test_a_registry_reference_needs_a_tracking_uri(tmp_path: Path) -> None:
     with pytest.raises(RegistryUnavailable, match="MLFLOW_TRACKING_URI"):
         Registry(None)

@@ -280,7 +280,7 @@ def make_tls_files(tmp: Path) -> tuple[Path, Path, Path]:
 
 @pytest.mark.integration
 def test_redis_over_tls(tmp_path: Path) -> None:
-    from conftest import free_port
+    from housing_api_testing.harness import free_port
 
     ca, cert, key = make_tls_files(tmp_path)
     port = free_port()

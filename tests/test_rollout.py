@@ -18,12 +18,12 @@ import httpx
 import numpy as np
 import pytest
 from canary_analysis import Check, decision, single_value
-from harness import Unavailable
-from prom import PrometheusUnavailable
 from rollout import CANARIES, DATA, Rollout, pool
 
 from housing_api import FEATURES
 from housing_api.model import load_model
+from housing_api_testing.harness import Unavailable
+from housing_api_testing.prom import PrometheusUnavailable
 
 pytestmark = pytest.mark.integration
 

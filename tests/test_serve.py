@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import MODEL_PATH, RedisServer
-from harness import ServiceProcess
 
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 from conftest import MODEL_PATH
-from harness import ServiceProcess
+
+from housing_api_testing.harness import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

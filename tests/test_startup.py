@@ -12,7 +12,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.integration  # each check runs in a fresh interpreter
 
 HEAVY = ("sklearn", "scipy", "joblib")
 

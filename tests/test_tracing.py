@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RedisServer, make_settings, running_app, wait_until
-from harness import ServiceProcess
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -27,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from housing_api import tracing
 from housing_api.app import create_app
+from housing_api_testing.harness import ServiceProcess
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -183,8 +183,9 @@ def test_an_unsampled_request_records_no_span(monkeypatch: pytest.MonkeyPatch) -
     assert spans == []
 
 
+@pytest.mark.integration
 def test_an_unreachable_collector_fails_the_export_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
-    from harness import free_port
+    from housing_api_testing.harness import free_port
 
     exporter = tracing.OtlpHttpExporter(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with caplog.at_level("WARNING", logger="housing_api.tracing"):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.integration  # `housing-api train` in a child process
+
 DATA = ROOT.parent / "shared" / "data" / "sklearn"
 
 

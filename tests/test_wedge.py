@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from conftest import RedisServer, app_client, make_settings, running_app, wait_until
 from fastapi import FastAPI
-from harness import ServiceProcess, metric_value
 
 from housing_api.app import create_app
 from housing_api.cache import VALUE_ENCODING
 from housing_api.http_cache import ENCODING as HTTP_ENCODING
 from housing_api.keys import canonical_row, key_namespace, row_digest
 from housing_api.schemas import SAMPLE_BATCH
+from housing_api_testing.harness import ServiceProcess, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -424,7 +424,7 @@ def record(name: str, values: dict[str, Any]) -> None:
     """Keep a measurement for docs/reliability.md (build/measurements/wedge.json)."""
     import json
 
-    from harness import ROOT
+    from housing_api_testing.harness import ROOT
 
     path = ROOT / "build" / "measurements" / "wedge.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -524,9 +524,9 @@ def test_shutdown_with_hung_work_ends_within_its_deadline_with_the_documented_co
     import sys
 
     from faulty_serve import HANG_MEDINC
-    from harness import ROOT, Proc, free_port
 
     from housing_api.server import EXIT_SHUTDOWN_TIMEOUT
+    from housing_api_testing.harness import ROOT, Proc, free_port
 
     port = free_port()
     env = {"MODEL_PATH": str(ROOT / "model" / "model.joblib"), "INLINE_PREDICT_ROWS": "0",
@@ -574,7 +574,7 @@ def test_a_bad_setting_stops_startup_with_one_line(env: dict[str, str], named: s
     import subprocess
     import sys
 
-    from harness import ROOT
+    from housing_api_testing.harness import ROOT
 
     done = subprocess.run(
         [sys.executable, "-m", "housing_api", "serve", "--port", "1"],

@@ -348,3 +348,16 @@ export function droppedHint(cfg, data) {
   }
   return `only ${busy} of ${allocated} VUs were busy: k6 could not start iterations on time (short of CPU? it shares the cores with the service)`;
 }
+
+// A scenario wired for k6: its options, setup, iteration and summary over one config and one pool.
+// load.js and smoke.js differ only in their defaults, so that is all each of them says.
+export function scenario(defaults) {
+  const cfg = config(defaults);
+  const pool = makePool(cfg.poolSize);
+  return {
+    options: options(cfg),
+    setup: () => setup(cfg, pool),
+    iteration: (data) => iteration(cfg, pool, data),
+    handleSummary: (data) => summary(cfg, data),
+  };
+}

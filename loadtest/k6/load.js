@@ -8,7 +8,7 @@
 // dropped iteration (a request k6 could not send on time); k6 exits 99 when it is missed.
 import * as lib from './lib.js';
 
-const cfg = lib.config({
+const test = lib.scenario({
   scenario: 'load',
   cacheRate: 0.5,
   rate: 300, // about half of what one process answered on the 2 shared cores of docs/loadtest
@@ -18,18 +18,8 @@ const cfg = lib.config({
   vus: 50, // at least this many VUs allocated up front (open loop; more for a higher RATE or P99_MS)
   users: 10, // ramping-vus: the lab's 10 users
 });
-const pool = lib.makePool(cfg.poolSize);
 
-export const options = lib.options(cfg);
-
-export function setup() {
-  return lib.setup(cfg, pool);
-}
-
-export default function (data) {
-  lib.iteration(cfg, pool, data);
-}
-
-export function handleSummary(data) {
-  return lib.summary(cfg, data);
-}
+export const options = test.options;
+export const setup = test.setup;
+export default test.iteration;
+export const handleSummary = test.handleSummary;

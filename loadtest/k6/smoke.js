@@ -6,7 +6,7 @@
 // p99 of 500 ms, because CI machines are shared); the test suite shortens DURATION further.
 import * as lib from './lib.js';
 
-const cfg = lib.config({
+const test = lib.scenario({
   scenario: 'smoke',
   cacheRate: 0.5,
   rate: 20,
@@ -16,18 +16,8 @@ const cfg = lib.config({
   vus: 10,
   users: 5,
 });
-const pool = lib.makePool(cfg.poolSize);
 
-export const options = lib.options(cfg);
-
-export function setup() {
-  return lib.setup(cfg, pool);
-}
-
-export default function (data) {
-  lib.iteration(cfg, pool, data);
-}
-
-export function handleSummary(data) {
-  return lib.summary(cfg, data);
-}
+export const options = test.options;
+export const setup = test.setup;
+export default test.iteration;
+export const handleSummary = test.handleSummary;

@@ -306,9 +306,10 @@ class RedisTier:
 def with_c_packing(connection_class: type[Any]) -> type[Any]:
     """The connection class (plain, TLS or unix socket) packing commands with hiredis' C packer.
 
-    redis-py's asyncio connections pack every command in Python, about 1.3 µs per argument; its
-    sync client already uses hiredis. A micro-batch's MGET and EVALSHA carry one or two arguments
-    per row, so for 50 rows that is ~200 µs of event-loop time against ~25 µs (docs/benchmarks.md).
+    redis-py's asyncio connections pack every command in Python (its sync client already uses
+    hiredis). A micro-batch's MGET and EVALSHA carry one or two arguments per row, so packing is
+    event-loop time that grows with the batch; C packing is several times cheaper (how much:
+    docs/benchmarks.md, "hiredis' C packer").
     Arguments hiredis would format differently from redis-py (floats, bools, memoryviews) and
     multi-word command names keep redis-py's own packing."""
     try:

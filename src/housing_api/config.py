@@ -75,10 +75,8 @@ class Settings(BaseSettings):
     )
     cache_prefix: str = Field("housing", description="Prefix of every Redis key.")
     cache_ttl_seconds: int = Field(3600, ge=1, description="TTL of each cached row in Redis.")
-    # 10,000, not 100,000: the hot rows stay in-process and Redis, shared by every pod, holds the long
-    # tail. Resident memory under the benchmark load fell from 126 to 91 MB. One side-by-side run also
-    # had misses at 93% instead of 80% of the ceiling app, but the next full run did not repeat it
-    # (docs/benchmarks.md): the throughput effect is within the run-to-run spread.
+    # Small on purpose: the hot rows stay in-process and Redis, shared by every pod, holds the long
+    # tail; a bigger tier costs memory for no throughput (docs/benchmarks.md, "MEMORY_CACHE_ROWS").
     memory_cache_rows: int = Field(10_000, ge=0, description="Rows kept in the in-process LRU tier; 0 disables it.")
     redis_timeout_ms: float = Field(50.0, gt=0, description="Connect and socket timeout for Redis calls.")
     redis_retry_interval_s: float = Field(

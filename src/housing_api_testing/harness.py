@@ -1,8 +1,8 @@
 """Real processes for tests, benchmarks and load tests: free ports, redis-server, the service.
 
 One place starts them, so every caller gets the same bounded waits and the same clean stop:
-tests (through conftest's fixtures), bench/, loadtest/report.py and scripts/ import this module
-(scripts put tests/ on sys.path). Nothing here knows about pytest: a missing binary raises
+tests (through conftest's fixtures), bench/, loadtest/ and scripts/ import this module
+(`from housing_api_testing import harness`). Nothing here knows about pytest: a missing binary raises
 `Unavailable`, which the test fixtures turn into a skip and the scripts into an exit message.
 """
 
@@ -22,7 +22,7 @@ from typing import IO, Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: src/housing_api_testing/harness.py
 REDIS_INSTALL = "apt-get update && apt-get install -y redis-server"
 SENTINEL_INSTALL = "apt-get update && apt-get install -y redis-sentinel redis-tools"
 EXPORTER_INSTALL = "apt-get update && apt-get install -y prometheus-redis-exporter"
@@ -163,8 +163,9 @@ class RedisServer(Proc):
     def client(self) -> Any:
         import redis
 
-        credentials = {"username": getattr(self, "username", None), "password": getattr(self, "password", None)}
-        return redis.Redis(port=self.port, socket_timeout=2, **credentials)
+        username: str | None = getattr(self, "username", None)  # set by start()
+        password: str | None = getattr(self, "password", None)
+        return redis.Redis(port=self.port, socket_timeout=2, username=username, password=password)
 
 
 def redis_binary(name: str, install: str) -> str:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from housing_api.exposition import LABELLED_FAMILIES, MODEL_VERSION
+from housing_api_testing.harness import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: src/housing_api_testing/<module>.py
 DASHBOARD = ROOT / "grafana" / "dashboards" / "housing-api.json"
 PROMETHEUS_INSTALL = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 JOB = "housing-api"

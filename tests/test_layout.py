@@ -1,0 +1,55 @@
+"""Where code lives: tools never reach into tests/, the image never carries the harness, every
+script has a make target. (The layers inside src/ are import-linter's: [tool.importlinter].)"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from conftest import ROOT
+
+TOOL_DIRS = ("src", "bench", "loadtest", "scripts")
+# tests/ on sys.path, or a module that only tests/ holds.
+REACHES_INTO_TESTS = re.compile(
+    r"""sys\.path.*["']tests["']|^\s*(from|import)\s+(conftest|harness|prom|steady_load|faulty_serve|test_\w+)\b""",
+    re.M,
+)
+# Modules that other scripts start or import, not commands of their own: who runs each.
+RUN_BY = {
+    "bench/ceiling_app.py": "bench/run.py",
+    "scripts/check_skips.py": "scripts/fresh-test-inside.sh",
+}
+
+
+def python_files(*dirs: str) -> list[Path]:
+    return [p for d in dirs for p in sorted((ROOT / d).rglob("*.py"))]
+
+
+def test_no_tool_or_service_module_reaches_into_tests() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in python_files(*TOOL_DIRS) if REACHES_INTO_TESTS.search(p.read_text())]
+    assert offenders == [], "import it from housing_api_testing instead (src/housing_api_testing/)"
+
+
+def test_the_wheel_and_so_the_image_leave_the_harness_out() -> None:
+    # What setuptools' find does with `include` (fnmatch on dotted names): setuptools is not in .venv.
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    where = ROOT / find["where"][0]
+    found = [".".join(i.parent.relative_to(where).parts) for i in where.rglob("__init__.py")]
+    packages = [p for p in found if any(fnmatchcase(p, pattern) for pattern in find["include"])]
+    assert "housing_api" in packages
+    assert [p for p in packages if p.startswith("housing_api_testing")] == []
+
+
+def test_every_script_has_a_make_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    scripts = [p for p in python_files("bench", "loadtest", "scripts") if "__main__" in p.read_text()]
+    missing = []
+    for path in scripts:
+        name = str(path.relative_to(ROOT))
+        runner = RUN_BY.get(name)
+        started = runner is not None and path.name in (ROOT / runner).read_text()
+        if name not in makefile and not started:
+            missing.append(name)
+    assert missing == [], "add a target to the Makefile (and a row to README's Development table)"
