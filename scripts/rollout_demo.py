@@ -1,4 +1,4 @@
-"""`make rollout-demo`: the rollout test's scenario (tests/rollout.py), with a readable report.
+"""`make rollout-demo`: the rollout test's scenario (housing_api_testing/rollout.py), with a readable report.
 
 Registers three versions in a local MLflow whose artifact store is moto's S3 server, fetches them
 with `housing-api fetch-model`, starts a primary and four canaries on one Redis, scrapes them with a
@@ -14,12 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from rollout import CANARIES, LOAD_S, Rollout  # noqa: E402
-
-from housing_api_testing.harness import Unavailable  # noqa: E402
-from housing_api_testing.prom import PrometheusUnavailable  # noqa: E402
+from housing_api_testing.harness import Unavailable
+from housing_api_testing.prom import PrometheusUnavailable
+from housing_api_testing.rollout import CANARIES, LOAD_S, Rollout
 
 
 def main() -> int:

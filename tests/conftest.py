@@ -206,3 +206,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         reason = next(iter(skipped.values()))
         verdict = "FAILED under CI=true" if os.environ.get("CI") == "true" else "NOT RUN"
         reporter.write_line(f"DEPLOYMENT TESTS {verdict}: {len(skipped)} skipped; {reason}", red=True, bold=True)
+
+
+class Server(harness.ServiceProcess):
+    """The service, spawned at once; `wait_ready` waits for /readyz (bounded)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__({"MODEL_PATH": str(MODEL_PATH), **env})
+        self.spawn()
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        super().wait_ready(timeout_s)

@@ -29,8 +29,10 @@ import pytest
 # Fixtures that start a process (redis-server, the image build, kubectl): a test asking for one is
 # integration without saying so. Fixtures of modules marked integration as a whole need not be here.
 PROCESS_FIXTURES = frozenset({"redis_url", "own_redis", "built_image", "rendered"})
-# tests/<one of these>/...: only tests/unit/ and tests/ itself hold unit tests.
-INTEGRATION_DIRS = frozenset({"integration", "deployment", "load", "image"})
+# tests/<one of these>/...: every test there runs processes. Not tests/deployment/: most of its tests
+# read the manifests, the Dockerfile and the alert rules in this process, and belong in `make check`;
+# the ones that render, build or start something are integration by fixture, mark or UnitTestLeak.
+INTEGRATION_DIRS = frozenset({"integration", "load", "image"})
 MODULE_MARK = re.compile(r"^pytestmark\s*=.*\bpytest\.mark\.integration\b", re.M)
 HOW = "mark it integration (a module: pytestmark = pytest.mark.integration; a test: @pytest.mark.integration)"
 

@@ -212,20 +212,22 @@ def check_skips(tmp_path: Path, xml: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.integration
 def test_fresh_test_allows_only_the_skips_the_readme_lists(tmp_path: Path) -> None:
-    allowed = ("tests.test_model", "test_training_reproduces_the_committed_metrics", "no data")
-    passed = ("tests.test_api", "test_sample_batch", None)
+    allowed = ("tests.unit.test_model", "test_training_reproduces_the_committed_metrics", "no data")
+    passed = ("tests.unit.test_api", "test_sample_batch", None)
     assert check_skips(tmp_path, junit(allowed, passed)).returncode == 0
-    result = check_skips(tmp_path, junit(allowed, passed, ("tests.test_deploy_k8s", "test_renders", "no kubectl")))
+    result = check_skips(
+        tmp_path, junit(allowed, passed, ("tests.deployment.test_deploy_k8s", "test_renders", "no kubectl"))
+    )
     assert result.returncode == 1
-    assert "tests.test_deploy_k8s.test_renders: no kubectl" in result.stdout
+    assert "tests.deployment.test_deploy_k8s.test_renders: no kubectl" in result.stdout
 
 
 @pytest.mark.parametrize(
     "skipped",
     [
-        ("tests.test_image", "test_healthcheck_passes"),
-        ("tests.test_deploy_k8s", "test_manifests_match_the_built_image[base]"),
-        ("tests.test_deploy_k8s", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
+        ("tests.image.test_image", "test_healthcheck_passes"),
+        ("tests.deployment.test_deploy_k8s", "test_manifests_match_the_built_image[base]"),
+        ("tests.deployment.test_deploy_k8s", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
     ],
 )
 @pytest.mark.integration

@@ -13,7 +13,7 @@ from conftest import ROOT
 TOOL_DIRS = ("src", "bench", "loadtest", "scripts")
 # tests/ on sys.path, or a module that only tests/ holds.
 REACHES_INTO_TESTS = re.compile(
-    r"""sys\.path.*["']tests["']|^\s*(from|import)\s+(conftest|harness|prom|steady_load|faulty_serve|test_\w+)\b""",
+    r"""sys\.path.*["']tests["']|^\s*(from|import)\s+(conftest|harness|prom|helpers|test_\w+)\b""",
     re.M,
 )
 # Modules that other scripts start or import, not commands of their own: who runs each.
@@ -30,6 +30,15 @@ def python_files(*dirs: str) -> list[Path]:
 def test_no_tool_or_service_module_reaches_into_tests() -> None:
     offenders = [str(p.relative_to(ROOT)) for p in python_files(*TOOL_DIRS) if REACHES_INTO_TESTS.search(p.read_text())]
     assert offenders == [], "import it from housing_api_testing instead (src/housing_api_testing/)"
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    # What two test modules share goes to tests/helpers/ or a fixture in conftest.py.
+    imports_a_test = re.compile(r"^\s*(from|import)\s+test_\w+\b", re.M)
+    offenders = [
+        str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py") if imports_a_test.search(p.read_text())
+    ]
+    assert offenders == [], "move what they share into tests/helpers/ or a conftest.py fixture"
 
 
 def test_the_wheel_and_so_the_image_leave_the_harness_out() -> None:

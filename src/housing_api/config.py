@@ -21,9 +21,9 @@ SECRET_SETTINGS = frozenset({"REDIS_PASSWORD"})
 REQUEST_TIMEOUT_S_DEFAULT = 5.0
 """The request deadline, stated here only: the code reads it, and the manifests and docs that restate
 it (the ConfigMap, the README's table, the gateway's comment, docs/deployment.md) are checked
-against it by tests/test_config.py."""
+against it by tests/unit/test_config.py."""
 STAGE_DOWN_LIVEZ_S_DEFAULT = 30.0
-"""How long a background stage may stay down before /livez fails (tests/test_config.py holds the
+"""How long a background stage may stay down before /livez fails (tests/unit/test_config.py holds the
 liveness probe's window and HousingApiStageDown's `for` to it)."""
 
 

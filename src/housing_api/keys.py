@@ -11,7 +11,7 @@ is the rows' bytes joined; and the Redis key's digest is of those bytes as they 
 
 canonical_batch() canonicalises a whole request at once with numpy (one array, one bytes object)
 instead of once per row in Python; its rows and digests are the same as the per-row functions'
-(tests/test_keys.py holds them to that).
+(tests/unit/test_keys.py holds them to that).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_serve import Server
+from conftest import Server
 
 pytestmark = pytest.mark.integration
 MIN_CASES = 500

@@ -30,9 +30,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-from canary_analysis import Check, checks, decision, render_prod
 
 from housing_api import FEATURES
+from housing_api_testing.canary_analysis import Check, checks, decision, render_prod
 from housing_api_testing.harness import (
     ROOT,
     MLflowServer,
@@ -282,7 +282,7 @@ class Rollout:
     def _service(self, name: str, env: dict[str, str], faulty: bool = False) -> ServiceProcess:
         service = ServiceProcess(env, self.tmp / f"{name}.log")
         if faulty:  # the same `serve` command line, through the fault-injecting wrapper
-            service.argv = [sys.executable, str(ROOT / "tests" / "rollout_serve.py"), *service.argv[3:]]
+            service.argv = [sys.executable, str(Path(__file__).with_name("rollout_serve.py")), *service.argv[3:]]
         service.spawn()
         self.procs.append(service)
         return service

@@ -8,23 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODEL_PATH, RedisServer
+from conftest import RedisServer, Server
 
 from housing_api.schemas import SAMPLE_BATCH
-from housing_api_testing.harness import ServiceProcess
 
 pytestmark = pytest.mark.integration
-
-
-class Server(ServiceProcess):
-    """The service, spawned at once; `wait_ready` waits for /readyz (bounded)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        super().__init__({"MODEL_PATH": str(MODEL_PATH), **env})
-        self.spawn()
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        super().wait_ready(timeout_s)
 
 
 @pytest.fixture

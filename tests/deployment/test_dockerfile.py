@@ -1,6 +1,6 @@
 """The Dockerfile's default build (docker, the official python slim image) keeps its invariants.
 
-tests/test_image.py builds and runs the image for real, with podman on a local Debian base (build
+tests/image/test_image.py builds and runs the image for real, with podman on a local Debian base (build
 arguments choose the base). The default build, what users run, cannot be built here (no registry),
 so its text is checked: dockerfile-parse turns the Dockerfile into instructions, split here into
 stages, with `FROM ${ARG}` resolved to the ARG's default. Each `check_*` function returns a list of
@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 APP_UID = 10001
 PORT = 8000
@@ -436,7 +436,7 @@ def test_build_context_holds_what_the_dockerfile_copies(ignore_patterns: list[st
     [
         ".venv/bin/python",
         ".git/HEAD",
-        "tests/test_dockerfile.py",
+        "tests/deployment/test_dockerfile.py",
         ".k8s/base/kustomization.yaml",
         "src/housing_api/__pycache__/cli.cpython-311.pyc",
         "src/housing_api/_fast.cpython-311.so",

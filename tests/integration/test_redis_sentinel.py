@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import MODEL_PATH, ROOT, make_settings, running_app
-from steady_load import SteadyLoad, distinct_rows
-from two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
+from helpers.steady_load import SteadyLoad, distinct_rows
+from helpers.two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
 
 from housing_api.app import create_app
 from housing_api.keys import canonical_row, rows_matrix

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, RedisServer
-from test_serve import Server
+from conftest import ROOT, RedisServer, Server
 
 sys.path.insert(0, str(ROOT / "loadtest"))
 # loadtest/ holds scripts, not a package: import its self-check module by path.

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 from conftest import ROOT, RedisServer, app_client, make_settings, other_model, running_app
-from pydantic import ValidationError
-from two_versions import (
+from helpers.two_versions import (
     assert_each_serves_its_own,
     assert_true_drift,
     drift_histogram,
@@ -24,6 +23,7 @@ from two_versions import (
     stable_then_canary,
     stable_version,
 )
+from pydantic import ValidationError
 
 from housing_api.app import create_app
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RedisServer
-from test_serve import Server
+from conftest import RedisServer, Server
 
 from housing_api import __version__
 from housing_api.schemas import SAMPLE_BATCH

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from flagger import canaries, metric_query
+
+from housing_api_testing.flagger import canaries, metric_query
 
 DEFAULT_INTERVAL = "1m"
 """A metric's `interval` when the Canary leaves it out (Flagger's default)."""

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, RedisServer
-from test_serve import Server
+from conftest import ROOT, RedisServer, Server
 
 from housing_api_testing.harness import metric_value
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import RedisServer, app_client, make_settings, run, running_app
 from fastapi.testclient import TestClient
-from test_cache_redis import ModelSpy, rows
+from helpers.model_spy import ModelSpy, rows
 
 from housing_api.app import create_app
 from housing_api.schemas import SAMPLE_BATCH

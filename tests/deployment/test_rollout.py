@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from canary_analysis import Check, decision, single_value
-from rollout import CANARIES, DATA, Rollout, pool
 
 from housing_api import FEATURES
 from housing_api.model import load_model
+from housing_api_testing.canary_analysis import Check, decision, single_value
 from housing_api_testing.harness import Unavailable
 from housing_api_testing.prom import PrometheusUnavailable
+from housing_api_testing.rollout import CANARIES, DATA, Rollout, pool
 
 pytestmark = pytest.mark.integration
 

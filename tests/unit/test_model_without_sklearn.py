@@ -1,6 +1,6 @@
 """The runtime image has no scikit-learn (the `train` extra): the forest file serves, or nothing does.
 
-tests/test_image.py proves it in the real image, where scikit-learn is absent; here the same rules
+tests/image/test_image.py proves it in the real image, where scikit-learn is absent; here the same rules
 run in-process, with scikit-learn reported missing and unpickling forbidden.
 """
 

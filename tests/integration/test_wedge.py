@@ -357,7 +357,7 @@ def read_status(s: socket.socket) -> int:
 
 
 def test_stalled_uploads_hold_no_prediction_slot_and_get_408(tmp_path: Any) -> None:
-    from test_serve import Server
+    from conftest import Server
 
     server = Server({"MAX_INFLIGHT_REQUESTS": "4", "BODY_TIMEOUT_S": "2"})
     try:
@@ -377,7 +377,7 @@ def test_stalled_uploads_hold_no_prediction_slot_and_get_408(tmp_path: Any) -> N
 
 
 def test_open_connections_are_bounded(tmp_path: Any) -> None:
-    from test_serve import Server
+    from conftest import Server
 
     server = Server({"LIMIT_CONCURRENCY": "8", "BODY_TIMEOUT_S": "3"})
     try:
@@ -523,7 +523,7 @@ def test_shutdown_with_hung_work_ends_within_its_deadline_with_the_documented_co
     import signal
     import sys
 
-    from faulty_serve import HANG_MEDINC
+    from helpers.faulty_serve import HANG_MEDINC
 
     from housing_api.server import EXIT_SHUTDOWN_TIMEOUT
     from housing_api_testing.harness import ROOT, Proc, free_port
@@ -531,7 +531,7 @@ def test_shutdown_with_hung_work_ends_within_its_deadline_with_the_documented_co
     port = free_port()
     env = {"MODEL_PATH": str(ROOT / "model" / "model.joblib"), "INLINE_PREDICT_ROWS": "0",
            "REQUEST_TIMEOUT_S": "1", "SHUTDOWN_TIMEOUT_S": "4"}  # fmt: skip
-    server = Proc([sys.executable, str(ROOT / "tests" / "faulty_serve.py"), "serve", "--port", str(port)], env,
+    server = Proc([sys.executable, str(ROOT / "tests/helpers/faulty_serve.py"), "serve", "--port", str(port)], env,
                   cwd=ROOT, log=tmp_path / "serve.log")  # fmt: skip
     server.spawn()
     url = f"http://127.0.0.1:{port}"
@@ -548,7 +548,7 @@ def test_shutdown_with_hung_work_ends_within_its_deadline_with_the_documented_co
 
 
 def test_a_clean_shutdown_still_exits_0(tmp_path: Any) -> None:
-    from test_serve import Server
+    from conftest import Server
 
     server = Server({"SHUTDOWN_TIMEOUT_S": "10"})
     server.wait_ready()

@@ -18,11 +18,11 @@ import httpx
 import pytest
 import yaml
 from conftest import RedisServer
-from test_alerts import AWAITED_LABELS, RULES, alerts
+from helpers.alert_rules import RULES, alerts
 
 from housing_api.schemas import SAMPLE_BATCH
 from housing_api_testing.harness import ServiceProcess, free_port, wait_until
-from housing_api_testing.prom import JOB, Prometheus, PrometheusUnavailable, prometheus_binary
+from housing_api_testing.prom import AWAITED_LABELS, JOB, Prometheus, PrometheusUnavailable, prometheus_binary
 
 pytestmark = pytest.mark.integration
 

@@ -145,7 +145,7 @@ def per_pod_problems(expr: str) -> list[str]:
 
 def test_per_pod_limit_panels_aggregate_per_pod(dashboard: dict[str, Any]) -> None:
     # MAX_INFLIGHT_REQUESTS, MAX_QUEUED_ROWS and the container limits are per pod: a line drawn at one
-    # of them means nothing against a sum over pods (tests/test_prometheus.py evaluates these queries).
+    # of them means nothing against a sum over pods (tests/deployment/test_prometheus.py evaluates these queries).
     per_pod = [p for p in panels(dashboard) if "per pod" in p["title"]]
     assert {p["title"] for p in panels(dashboard) if "limit" in p["title"]} <= {p["title"] for p in per_pod}
     assert len(per_pod) >= 5

@@ -30,12 +30,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import KUBECTL_INSTALL
-from flagger import fleet
-from flagger import generated as flagger_generated
 
 from housing_api.config import Settings
+from housing_api_testing.flagger import fleet
+from housing_api_testing.flagger import generated as flagger_generated
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / ".k8s"
 RENDERS = ("base", "overlays/dev", "overlays/prod")
 
@@ -2501,7 +2501,7 @@ def test_makefile_renders_each_overlay() -> None:
 
 
 # --- the manifests match the built image (issue 16) ---------------------------------------------
-# Read from `podman inspect` of the image tests/test_image.py builds (conftest's built_image), not
+# Read from `podman inspect` of the image tests/image/test_image.py builds (conftest's built_image), not
 # from the Dockerfile's text; skipped with the reason where podman cannot run.
 
 

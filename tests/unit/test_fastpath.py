@@ -24,7 +24,7 @@ from housing_api import _fastpath, coordinates, fastpath
 from housing_api.fastpath import compile_predictor
 from housing_api.model import Model, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "sklearn"
 TOLERANCE = 1e-9
 Matrix = np.ndarray[Any, np.dtype[np.float64]]

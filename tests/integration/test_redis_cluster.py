@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from conftest import MODEL_PATH, make_settings, running_app
+from helpers.steady_load import SteadyLoad, distinct_rows
+from helpers.two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
 from prometheus_client import CollectorRegistry
-from steady_load import SteadyLoad, distinct_rows
-from two_versions import assert_each_serves_its_own, assert_true_drift, stable_then_canary
 
 from housing_api.app import create_app
 from housing_api.cache import encode_value

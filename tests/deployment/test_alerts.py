@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.alert_rules import RULES, Rule, alerts, load_rules, recorded
 
 from housing_api_testing.prom import (
     AWAITED,
@@ -33,8 +34,7 @@ from housing_api_testing.prom import (
     prometheus_binary,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-RULES = ROOT / "prometheus" / "alerts.yaml"
+ROOT = Path(__file__).resolve().parents[2]
 UNIT_TESTS = (ROOT / "prometheus" / "alerts_test.yaml", ROOT / "prometheus" / "alerts_slow_test.yaml")
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_BASE = "https://github.com/example/housing-api/blob/main/docs/runbook.md#"
@@ -71,20 +71,7 @@ NOT_FROM_THE_APP |= set(REDIS_EXPORTER_METRICS)
 # Labels Prometheus adds to every scraped series (the target's), beside the app's own.
 TARGET_LABELS = {"job", "instance", "namespace", "pod"}
 
-Rule = dict[str, Any]
 Evaluation = tuple[str, set[tuple[str | None, ...]], list[dict[str, str]]]
-
-
-def load_rules(path: Path = RULES) -> list[Rule]:
-    return [rule for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
-
-
-def alerts() -> list[Rule]:
-    return [r for r in load_rules() if "alert" in r]
-
-
-def recorded() -> dict[str, str]:
-    return {r["record"]: r["expr"] for r in load_rules() if "record" in r}
 
 
 def promtool() -> str:

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import KUBECTL_INSTALL, ROOT
-from flagger import CANARY_POD, canaries, generated, metric_query
 
+from housing_api_testing.flagger import CANARY_POD, canaries, generated, metric_query
 from housing_api_testing.prom import (
     AWAITED,
     AWAITED_LABELS,
