@@ -39,9 +39,13 @@ run: install  ## serve on $(HOST):$(PORT) with the in-process cache (set REDIS_U
 
 # Workers: most integration tests wait on their processes, so more workers than cores pays; each
 # test module stays on one worker (its module fixtures start once). TEST_WORKERS=0: one process.
+# Then the tests marked `serial` (a p99, a drain, k6 load) run alone, in one process: timing they
+# check would be skewed by workers on the same cores. One skip summary, one exit status, and both
+# phases' JUnit reports merged into TEST_JUNIT (scripts/test_phases.py).
 TEST_WORKERS ?= 4
-test: install  ## run the whole test suite (unit + integration against real processes), on TEST_WORKERS workers
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+TEST_JUNIT   ?= build/test/junit.xml
+test: install  ## run the whole test suite (unit + integration against real processes): TEST_WORKERS workers, then the serial tests alone
+	$(PY) scripts/test_phases.py --workers $(TEST_WORKERS) --junit $(TEST_JUNIT)
 
 # The inner loop (CONTRIBUTING.md): every static check and the unit tests, side by side on the cores.
 # Unit tests are the ones not marked integration (tests/kinds.py marks and enforces it); the few

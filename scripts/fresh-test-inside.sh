@@ -73,7 +73,7 @@ kill -TERM -- "-$run_pid"
 wait "$run_pid" || true
 step "make run stopped; make test (output in build/fresh/test.log)"
 set +e
-PYTEST_ADDOPTS="--junitxml=/fresh/junit.xml" make test 2>&1 | tee /fresh/test.log | tail -n 25
+make test TEST_JUNIT=/fresh/junit.xml 2>&1 | tee /fresh/test.log | tail -n 25
 test_status=${PIPESTATUS[0]}
 set -e
 [ "$test_status" = 0 ] || fail "make test exited $test_status"

@@ -45,7 +45,8 @@ from housing_api_testing.prom import (
     render,
 )
 
-pytestmark = pytest.mark.integration
+# serial: rates and ratios over a short window, an overload; timing that parallel workers on the same cores would skew (Makefile, test).
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 Labels = frozenset[str]
 ANY: dict[str, set[str]] = {}

@@ -25,7 +25,8 @@ from housing_api_testing.harness import Unavailable
 from housing_api_testing.prom import PrometheusUnavailable
 from housing_api_testing.rollout import CANARIES, DATA, Rollout, pool
 
-pytestmark = pytest.mark.integration
+# serial: a canary's p99 against the 50 ms threshold; timing that parallel workers on the same cores would skew (Makefile, test).
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 def kubectl() -> str:

@@ -21,6 +21,9 @@ from helpers.model_spy import ModelSpy, rows
 from housing_api.app import create_app
 from housing_api.schemas import SAMPLE_BATCH
 
+# serial: deadlines and shed load under a slow model; parallel workers on the same cores would skew
+# them (Makefile, test).
+pytestmark = pytest.mark.serial
 GOOD = SAMPLE_BATCH[0]
 GOOD_JSON = json.dumps(GOOD)
 

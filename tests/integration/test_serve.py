@@ -43,6 +43,7 @@ def test_sigterm_exits_cleanly(server: Server) -> None:
     assert server.stop() == 0
 
 
+@pytest.mark.serial  # the drain's grace period, under load that parallel workers would slow
 def test_sigterm_under_load_finishes_every_accepted_request_and_flushes_the_cache(tmp_path: Path) -> None:
     import asyncio
 
