@@ -45,7 +45,8 @@ from housing_api_testing.prom import (
     render,
 )
 
-# serial: rates and ratios over a short window, an overload; timing that parallel workers on the same cores would skew (Makefile, test).
+# serial: rates and ratios over a short window, an overload: parallel workers on the same cores would skew it
+# (the Makefile's test target).
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 Labels = frozenset[str]

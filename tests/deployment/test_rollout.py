@@ -25,7 +25,8 @@ from housing_api_testing.harness import Unavailable
 from housing_api_testing.prom import PrometheusUnavailable
 from housing_api_testing.rollout import CANARIES, DATA, Rollout, pool
 
-# serial: a canary's p99 against the 50 ms threshold; timing that parallel workers on the same cores would skew (Makefile, test).
+# serial: a canary's p99 against the 50 ms threshold: parallel workers on the same cores would skew it
+# (the Makefile's test target).
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 

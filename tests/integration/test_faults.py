@@ -18,7 +18,8 @@ from conftest import ROOT, RedisServer, Server
 
 from housing_api_testing.harness import metric_value
 
-# serial: k6 load through injected faults; timing that parallel workers on the same cores would skew (Makefile, test).
+# serial: k6 load through injected faults: parallel workers on the same cores would skew it
+# (the Makefile's test target).
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 K6 = Path(sys.executable).parent / "k6"
 SCRIPT = ROOT / "bench" / "k6" / "bench.js"

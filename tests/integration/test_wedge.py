@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from conftest import RedisServer, app_client, make_settings, running_app, wait_until
 from fastapi import FastAPI
+from helpers.faulty_model import FaultyModel, faulty_app, fresh_rows
 
-from housing_api.app import create_app
 from housing_api.cache import VALUE_ENCODING
 from housing_api.http_cache import ENCODING as HTTP_ENCODING
 from housing_api.keys import canonical_row, key_namespace, row_digest
@@ -172,161 +170,6 @@ def test_http_cache_max_age_zero_turns_the_get_cache_off_per_app(redis_server: R
                 else:
                     assert hits == 1 and "max-age=" in r.headers["Cache-Control"]
                     assert wait_until(lambda key=key: redis_server.client().get(key) is not None)
-
-
-def test_get_x_cache_says_hit_for_a_row_the_in_process_tier_served() -> None:
-    with app_client() as c:
-        c.post("/predict", json=[ROW])
-        r = c.get("/predict", params=ROW)  # a response-cache miss, but its row was cached
-        assert r.headers["X-Cache"] == "HIT"
-        fresh = c.get("/predict", params={**ROW, "MedInc": 7.25})
-        assert fresh.headers["X-Cache"] == "MISS"
-
-
-# -- supervised stages -----------------------------------------------------------------------------
-class Boom(BaseException):
-    """An exception type nothing expects (not an Exception)."""
-
-
-class FaultyModel:
-    """Wraps Model.predict: a row's MedInc chooses a fault (raise, hang, kill the stage)."""
-
-    RAISE, HANG, KILL = 13.13, 7.77, 6.66
-
-    def __init__(self, model: Any, hang_s: float = 3.0) -> None:
-        self._predict = model.predict
-        self.hang_s = hang_s
-        self.release = threading.Event()
-        model.predict = self
-
-    def __call__(self, X: np.ndarray) -> np.ndarray:
-        medinc = X[:, 0]
-        if (medinc == self.RAISE).any():
-            raise RuntimeError("injected model failure")
-        if (medinc == self.KILL).any():
-            raise Boom()
-        if (medinc == self.HANG).any():
-            self.release.wait(self.hang_s)
-        return self._predict(X)  # type: ignore[no-any-return]
-
-
-def faulty_app(**overrides: Any) -> tuple[FastAPI, Callable[[], FaultyModel]]:
-    app = create_app(make_settings(inline_predict_rows=0, **overrides))
-    holder: list[FaultyModel] = []
-
-    def faults() -> FaultyModel:
-        if not holder:
-            holder.append(FaultyModel(app.state.service.model))
-        return holder[0]
-
-    return app, faults
-
-
-def fresh_rows(n: int, start: float) -> list[dict[str, float]]:
-    return [{**ROW, "MedInc": start + i / 1013} for i in range(n)]
-
-
-def test_a_model_that_raises_costs_only_its_batch() -> None:
-    async def scenario() -> None:
-        app, faults = faulty_app()
-        async with running_app(app) as c:
-            faults()
-            bad = await c.post("/predict", json=[{**ROW, "MedInc": FaultyModel.RAISE}])
-            assert bad.status_code == 500 and "model stage failed" in bad.json()["detail"]
-            good = await c.post("/predict", json=fresh_rows(3, 2.0))
-            assert good.status_code == 200
-            assert metric(app, "housing_api_worker_errors_total", stage="model") == 1
-            assert len(app.state.service.resolver.inflight) == 0
-
-    asyncio.run(scenario())
-
-
-def test_an_unexpected_exception_type_restarts_the_stage() -> None:
-    async def scenario() -> None:
-        app, faults = faulty_app()
-        async with running_app(app) as c:
-            faults()
-            bad = await c.post("/predict", json=[{**ROW, "MedInc": FaultyModel.KILL}])
-            assert bad.status_code == 500
-            for _ in range(100):  # restarted within a second
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.01)
-            assert (await c.get("/readyz")).status_code == 200
-            assert metric(app, "housing_api_stage_up", stage="model") == 1
-            assert (await c.post("/predict", json=fresh_rows(2, 3.0))).status_code == 200
-
-    asyncio.run(scenario())
-
-
-def test_a_stage_that_dies_is_restarted_and_readyz_says_so_meanwhile() -> None:
-    async def scenario() -> None:
-        app = create_app(make_settings())
-        async with running_app(app) as c:
-            stage = app.state.service.resolver.predictor
-            stage._task.cancel()
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            assert not stage.up
-            assert (await c.get("/readyz")).status_code == 503
-            assert metric(app, "housing_api_stage_up", stage="model") == 0
-            await asyncio.sleep(0.5)
-            assert stage.up and (await c.get("/readyz")).status_code == 200
-            assert (await c.post("/predict", json=fresh_rows(2, 4.0))).status_code == 200
-
-    asyncio.run(scenario())
-
-
-def test_a_stage_that_stays_down_fails_livez_so_the_kubelet_restarts_the_pod() -> None:
-    async def scenario() -> None:
-        app = create_app(make_settings(stage_down_livez_s=0.3))
-        async with running_app(app) as c:
-            stage = app.state.service.resolver.predictor
-            stage._restart = lambda: None  # a supervisor that cannot bring its stage back
-            stage._task.cancel()
-            await asyncio.sleep(0.05)
-            assert not stage.up and (await c.get("/readyz")).status_code == 503
-            assert (await c.get("/livez")).status_code == 200  # down, but not for long yet
-            await asyncio.sleep(0.4)
-            live = await c.get("/livez")
-            assert live.status_code == 503, live.text
-            assert "stage model down for over 0.3 s" in live.json()["detail"]
-
-    asyncio.run(scenario())
-
-
-def test_a_stage_restarted_in_time_never_fails_livez() -> None:
-    async def scenario() -> None:
-        app = create_app(make_settings(stage_down_livez_s=0.3))
-        async with running_app(app) as c:
-            stage = app.state.service.resolver.predictor
-            for _ in range(5):  # down five times, 50 ms each: never 0.3 s in a row
-                stage._task.cancel()
-                await asyncio.sleep(0.1)
-                assert stage.up and (await c.get("/livez")).status_code == 200
-
-    asyncio.run(scenario())
-
-
-def test_a_hanging_model_costs_its_requests_the_deadline_and_nothing_more() -> None:
-    async def scenario() -> None:
-        app, faults = faulty_app(request_timeout_s=0.5)
-        async with running_app(app) as c:
-            model = faults()
-            model.hang_s = 2.0
-            hung = await c.post("/predict", json=[{**ROW, "MedInc": FaultyModel.HANG}])
-            assert hung.status_code == 503 and hung.headers["Retry-After"] == "1"
-            assert "timed out" in hung.json()["detail"]
-            service = app.state.service
-            assert service.inflight == 0  # the admission slot is back
-            assert metric(app, "housing_api_request_timeouts_total", kind="request") == 1
-            # The stage gave up on the hung call and took a fresh inference thread: new rows go on.
-            ok = await c.post("/predict", json=fresh_rows(3, 5.0))
-            assert ok.status_code == 200
-            assert len(service.resolver.inflight) == 0
-            model.release.set()
-
-    asyncio.run(scenario())
 
 
 def test_redis_paused_for_reads_costs_a_timeout_not_a_wedge(redis_server: RedisServer) -> None:
@@ -583,65 +426,3 @@ def test_a_bad_setting_stops_startup_with_one_line(env: dict[str, str], named: s
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert lines[0].startswith("housing-api: cannot start: ") and named in lines[0]
-
-
-def test_bodies_being_read_are_bounded_in_memory_and_refused_with_429() -> None:
-    async def scenario() -> None:
-        # 2 slots x 1 MiB: a third large upload in progress would pass the budget.
-        app = create_app(make_settings(max_inflight_requests=2, max_body_bytes=1_048_576))
-        async with running_app(app) as c:
-            gate = asyncio.Event()
-
-            async def slow_body() -> Any:
-                yield b"[" + b" " * 700_000
-                await gate.wait()
-                yield b"]"
-
-            held = [asyncio.create_task(c.post("/predict", content=slow_body())) for _ in range(2)]
-            while app.state.services.body.budget.held < 1_400_000:
-                await asyncio.sleep(0.01)
-            third = await c.post("/predict", content=b"[" + b" " * 700_000 + b"]")
-            assert third.status_code == 429 and "bodies being read" in third.json()["detail"]
-            gate.set()
-            assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
-            assert app.state.services.body.budget.held == 0
-
-    asyncio.run(scenario())
-
-
-def test_oversized_chunked_bodies_give_back_exactly_what_they_took() -> None:
-    """A chunked body past MAX_BODY_BYTES is refused (413) without leaving the budget below zero:
-    a refused chunk was never taken, so it is not given back. Then the budget still refuses once
-    its real limit is held by stalled uploads."""
-
-    async def scenario() -> None:
-        # 2 slots x 1024 bytes: the budget is 2048.
-        app = create_app(make_settings(max_inflight_requests=2, max_body_bytes=1024))
-        budget = app.state.services.body.budget
-
-        async def oversized() -> Any:
-            for _ in range(3):
-                yield b" " * 600  # the second chunk passes the limit
-
-        async with running_app(app) as c:
-            for _ in range(20):
-                r = await c.post("/predict", content=oversized())
-                assert r.status_code == 413 and r.json()["errors"] == []
-                assert budget.held == 0
-            gate = asyncio.Event()
-
-            async def stalled() -> Any:
-                yield b"[" + b" " * 999
-                await gate.wait()
-                yield b"]"
-
-            held = [asyncio.create_task(c.post("/predict", content=stalled())) for _ in range(2)]
-            while budget.held < 2000:
-                await asyncio.sleep(0.01)
-            third = await c.post("/predict", content=stalled())
-            assert third.status_code == 429 and "bodies being read" in third.json()["detail"]
-            gate.set()
-            assert [r.status_code for r in await asyncio.gather(*held)] == [422, 422]  # an empty batch
-            assert budget.held == 0
-
-    asyncio.run(scenario())

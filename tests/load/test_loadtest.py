@@ -33,7 +33,8 @@ from selfcheck import (
 
 from housing_api_testing.prom import Prometheus, PrometheusUnavailable, prometheus_binary
 
-# serial: k6 load; timing that parallel workers on the same cores would skew (Makefile, test).
+# serial: k6 load: parallel workers on the same cores would skew it
+# (the Makefile's test target).
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 K6 = ROOT / ".venv" / "bin" / "k6"
 POOL_SIZE = 100  # load.js's default
