@@ -41,6 +41,18 @@ def test_no_test_module_imports_another_test_module() -> None:
     assert offenders == [], "move what they share into tests/helpers/ or a conftest.py fixture"
 
 
+def test_unit_tests_are_named_after_the_module_they_test() -> None:
+    # tests/unit/ mirrors src/housing_api/: test_<module>.py, or test_<module>_<case>.py for a case that
+    # needs its own interpreter (test_model_without_sklearn.py hides scikit-learn).
+    modules = {p.stem for p in (ROOT / "src" / "housing_api").glob("*.py")}
+    strays = [
+        p.name
+        for p in sorted((ROOT / "tests" / "unit").glob("test_*.py"))
+        if not any(p.stem == f"test_{m}" or p.stem.startswith(f"test_{m}_") for m in modules)
+    ]
+    assert strays == [], "name a unit test file after the src/housing_api/ module it tests"
+
+
 def test_the_wheel_and_so_the_image_leave_the_harness_out() -> None:
     # What setuptools' find does with `include` (fnmatch on dotted names): setuptools is not in .venv.
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]

@@ -411,3 +411,9 @@ def test_per_core_figures_are_the_capacity_measurements() -> None:
             assert abs(_number(number) - cores * (hits if kind == "hits" else misses)) <= 1, (place, number)
         for number in re.findall(r"or ([\d,]+)\s+misses/s per core", text):
             assert abs(_number(number) - cores * misses) <= 1, (place, number)
+
+
+@pytest.mark.parametrize("value", ["A0DD6C52D36400665DECEFB220C8D265", "a0dd6c52", "models:/housing/7", "x" * 64])
+def test_a_stable_model_version_that_is_no_digest_is_refused_with_a_clear_message(value: str) -> None:
+    with pytest.raises(ValidationError, match="16 to 64 lowercase hex characters"):
+        make_settings(stable_model_version=value)

@@ -7,12 +7,11 @@ import gc
 import itertools
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import MODEL_PATH, ROOT, app_client, make_settings, other_model, run, running_app
+from conftest import ROOT, app_client, make_settings, run, running_app
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
@@ -51,21 +50,6 @@ def test_every_label_value_exists_before_the_first_event() -> None:
     for outcome in ("compared", "stable_missing", "invalid", "dropped"):
         assert ("housing_api_drift_rows_total", (("outcome", outcome),)) in values
     assert ("housing_api_prediction_drift_count", ()) in values
-
-
-def test_every_service_sample_names_the_model_version_that_served_it(tmp_path: Path) -> None:
-    # Two apps with different models in one process: each page carries its own version only.
-    other, _ = other_model(tmp_path)
-    for model_path in (MODEL_PATH, other):
-        with app_client(model_path=model_path) as c:
-            version = c.get("/model").json()["version"]
-            c.post("/predict", json=SAMPLE_BATCH)
-            samples = [s for f in text_string_to_metric_families(c.get("/metrics").text) for s in f.samples]
-        service = [s for s in samples if s.name.startswith(("http_", "housing_api_"))]
-        assert service and {s.labels.get("model_version") for s in service} == {version[:12]}
-        assert not [
-            s for s in samples if not s.name.startswith(("http_", "housing_api_")) and "model_version" in s.labels
-        ]
 
 
 ALERT_RULES = ROOT / "prometheus" / "alerts.yaml"
