@@ -38,3 +38,15 @@ def test_readme_and_openapi_examples_are_what_the_committed_model_answers() -> N
     assert {k: sample[k] for k in ("query_key", "prediction", "model_version")} == {
         k: answer[k] for k in ("query_key", "prediction", "model_version")
     }
+
+
+def test_every_test_the_readme_lets_skip_exists() -> None:
+    # A moved or renamed test would leave a stale line that allows nothing (scripts/check_skips.py).
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### What `make test` may skip") :]
+    section = section[: section.index("\n## ")]
+    listed = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?", section)
+    assert listed
+    for path, name in listed:
+        assert (ROOT / path).is_file(), path
+        assert not name or re.search(rf"^def {name}\(", (ROOT / path).read_text(), flags=re.M), f"{path}::{name}"
