@@ -87,6 +87,24 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MatrixBatch:
+    """A request's rows from an (n, 8) float64 matrix in FEATURES order (batch_json.decode_batch's)."""
+
+    canonical: np.ndarray[Any, np.dtype[np.float64]]
+    """The matrix with -0.0 folded into 0.0: what the answer echoes as `inputs`."""
+    rows: list[Row]
+    query_key: str
+
+
+def matrix_batch(matrix: np.ndarray[Any, np.dtype[np.float64]]) -> MatrixBatch:
+    """canonical_row and batch_digest for every row of the matrix at once."""
+    canonical = (matrix + 0.0).astype("<f8", copy=False)  # -0.0 + 0.0 == 0.0, as in canonical_row
+    data = canonical.tobytes()
+    rows = [data[i : i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES)]
+    return MatrixBatch(canonical, rows, hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
 def _small_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     canonical = [canonical_row(r) for r in rows]
     # Packing the values as given differs from the canonical bytes only where a -0.0 was folded.
