@@ -1,52 +1,40 @@
-"""POST /predict's body straight to a float64 matrix, and the matrix back to the answer's `inputs`.
+"""POST /predict's body straight to float64 rows, and the rows back to the answer's `inputs`.
 
 The validator (schemas.BatchValidator) stays the authority on what a body means: `decode_batch`
-returns a matrix only for a body the validator certainly accepts, holding exactly the values the
+returns rows only for a body the validator certainly accepts, holding exactly the values the
 validator would give, and None for anything else, which the caller then hands to the validator (its
 rows, or the 422 naming the first bad row and field). So no error message is restated here, and a
-hostile body costs what it cost before; a plain batch costs one orjson parse, one pass of
-C-level conversions and a few vectorised comparisons, with no row validated one at a time.
+body of another shape costs what it cost before. A plain batch is read by one pass of C
+(_batchjson.c says what it accepts and why that is enough) into the canonical rows' bytes: no
+object per row or per value, and the bounds checked as the numbers are read.
 
-Why each check is enough (tests/test_batch_json.py and the differential corpus hold it to that):
-- orjson and pydantic-core parse a finite JSON number to the same float64 (correctly rounded both);
-  the numbers neither may take (NaN, Infinity, 1e309, hex, `+1`) orjson refuses, and an integer
-  is converted as pydantic converts it (to the nearest float64).
-- Every `:` outside a string separates a key from its value. A body whose rows are all objects
-  holding the eight features, with exactly eight `:` per row in the whole body, has no other key,
-  no duplicate key, no nested value and no other string: nothing whose parsing could differ
-  (nesting limits, surrogates, duplicate keys that pydantic reads the other way).
-- The bounds are schemas.BOUNDS as comparisons on the whole matrix; NaN fails every comparison,
-  and `gt` is `>=` the next float up, which for doubles is the same test.
+Without the compiled extension (installed without a C compiler) every body goes to the validator.
+tests/test_batch_json.py and the differential corpus (tests/test_golden.py) hold both ways equal.
 """
 
 from __future__ import annotations
 
 import sys
-from itertools import chain, cycle
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import orjson
 
-from housing_api import FEATURES
+from housing_api.keys import ROW_BYTES
 from housing_api.schemas import BOUNDS
 
+try:
+    from housing_api import _batchjson
+except ImportError:  # no C compiler at install time: the validator reads every body
+    _batchjson = None  # type: ignore[assignment]
+
 Matrix = np.ndarray[Any, np.dtype[np.float64]]
-_VALUES = itemgetter(*FEATURES)
-_NUMBERS = frozenset({int, float})  # bool is a subclass of int, not int: `true` is refused
-
-
-def _bounds() -> tuple[Matrix, Matrix]:
-    """schemas.BOUNDS as inclusive lower and upper bounds per column (finite: NaN and inf fail)."""
-    lower = [_bound(b, "ge", "gt", -np.inf) for b in BOUNDS.values()]
-    upper = [_bound(b, "le", "lt", np.inf) for b in BOUNDS.values()]
-    return np.array(lower, dtype=np.float64), np.array(upper, dtype=np.float64)
 
 
 def _bound(rule: dict[str, Any], inclusive: str, exclusive: str, beyond: float) -> float:
     """The inclusive bound toward `beyond` (-inf: lower, inf: upper); the largest finite float
-    when the rule sets none there, so that an infinity fails it too."""
+    when the rule sets none there, so that an infinity fails it too. `gt: x` is `>=` the next
+    float above x, which for doubles is the same test."""
     if inclusive in rule:
         return float(rule[inclusive])
     if exclusive in rule:
@@ -54,40 +42,21 @@ def _bound(rule: dict[str, Any], inclusive: str, exclusive: str, beyond: float) 
     return float(np.copysign(sys.float_info.max, beyond))
 
 
-LOWER, UPPER = _bounds()
+LOWER = np.array([_bound(b, "ge", "gt", -np.inf) for b in BOUNDS.values()], dtype="<f8").tobytes()
+UPPER = np.array([_bound(b, "le", "lt", np.inf) for b in BOUNDS.values()], dtype="<f8").tobytes()
+"""schemas.BOUNDS (in FEATURES order, as the C parser's names are) as inclusive bounds per column."""
 
 
-def decode_batch(body: bytes, max_rows: int) -> Matrix | None:
-    """The (n, 8) float64 matrix of a body of 1..max_rows valid rows, in FEATURES order; None for
+def decode_batch(body: bytes, max_rows: int) -> bytes | None:
+    """The canonical rows (keys.Row, joined) of a body of 1..max_rows plain valid rows; None for
     anything else (the validator says what is wrong, or what it accepts that this does not)."""
-    try:
-        rows = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    if _batchjson is None:
         return None
-    if type(rows) is not list or not 0 < len(rows) <= max_rows:
-        return None
-    if body.count(b":") != len(FEATURES) * len(rows):
-        return None
-    try:
-        values = list(chain.from_iterable(map(_VALUES, rows)))
-    except (KeyError, TypeError):  # a row that is not an object, or lacks a feature
-        return None
-    if not _NUMBERS.issuperset(map(type, values)):
-        return None
-    matrix = np.array(values, dtype=np.float64).reshape(len(rows), len(FEATURES))
-    if not ((matrix >= LOWER) & (matrix <= UPPER)).all():
-        return None
-    return matrix
+    return _batchjson.decode(body, max_rows, LOWER, UPPER)
 
 
-_KEYS = [
-    b'},{"' + name.encode() + b'":' if i == 0 else b',"' + name.encode() + b'":' for i, name in enumerate(FEATURES)
-]
-
-
-def encode_inputs(matrix: Matrix) -> bytes:
+def encode_inputs(rows: bytes) -> bytes:
     """The rows as the JSON array of objects orjson.dumps gives for them as dicts in FEATURES order,
-    without building the dicts: orjson writes the numbers once and the keys are spliced between them."""
-    numbers = orjson.dumps(matrix.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-    joined = b"".join(chain.from_iterable(zip(cycle(_KEYS), numbers)))
-    return b"[" + joined[2:] + b"}]"  # the first row's "}," opened nothing
+    without building the dicts: orjson writes the numbers, the C part puts the keys between them."""
+    matrix = np.frombuffer(rows, dtype="<f8").reshape(-1, ROW_BYTES // 8)
+    return _batchjson.inputs(orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY))

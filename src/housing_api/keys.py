@@ -64,7 +64,8 @@ class CanonicalBatch:
     query_key: str
     """batch_digest(rows)."""
     folded_negative_zero: bool
-    """True when some input value was -0.0 (the canonical row holds 0.0 there)."""
+    """True when some input value was -0.0 (the canonical row holds 0.0 there); False when the
+    input values are not known (split_rows)."""
 
 
 SMALL_BATCH = 8
@@ -87,22 +88,10 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class MatrixBatch:
-    """A request's rows from an (n, 8) float64 matrix in FEATURES order (batch_json.decode_batch's)."""
-
-    canonical: np.ndarray[Any, np.dtype[np.float64]]
-    """The matrix with -0.0 folded into 0.0: what the answer echoes as `inputs`."""
-    rows: list[Row]
-    query_key: str
-
-
-def matrix_batch(matrix: np.ndarray[Any, np.dtype[np.float64]]) -> MatrixBatch:
-    """canonical_row and batch_digest for every row of the matrix at once."""
-    canonical = (matrix + 0.0).astype("<f8", copy=False)  # -0.0 + 0.0 == 0.0, as in canonical_row
-    data = canonical.tobytes()
+def split_rows(data: bytes) -> CanonicalBatch:
+    """The batch of canonical rows already joined into one bytes object (batch_json.decode_batch's)."""
     rows = [data[i : i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES)]
-    return MatrixBatch(canonical, rows, hashlib.blake2b(data, digest_size=16).hexdigest())
+    return CanonicalBatch(rows, hashlib.blake2b(data, digest_size=16).hexdigest(), folded_negative_zero=False)
 
 
 def _small_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
