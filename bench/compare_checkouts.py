@@ -192,7 +192,7 @@ def counted_run(checkout: Path, redis: Store, prefix: str, scenario: str, args: 
     out = tmp / f"callgrind.{prefix}"
     # Redis' 50 ms timeout would fire under callgrind's slowdown, and a Redis out of use is a cheaper path.
     env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
-           "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0", "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
+           "LOG_LEVEL": "warning", "PYTHONHASHSEED": str(args.hash_seed), "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
     if args.no_memory_tier:  # every hit is a Redis hit: the path where the Redis mode matters
         env["MEMORY_CACHE_ROWS"] = "0"
     if redis.mode == "cluster":  # an old checkout knows no REDIS_MODE: standalone is left unset
@@ -272,6 +272,7 @@ def main() -> None:
         "--no-memory-tier", action="store_true", help="--instructions: MEMORY_CACHE_ROWS=0, so hits are Redis hits"
     )
     parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
+    parser.add_argument("--hash-seed", type=int, default=0, help="--instructions: PYTHONHASHSEED of the services")
     parser.add_argument("--scenarios", default="hit,miss", help=f"--instructions: comma-separated, of {SCENARIOS}")
     args = parser.parse_args()
     specs = {name: spec for name, spec in (c.split("=", 1) for c in args.checkouts)}
