@@ -8,8 +8,9 @@ on one connection, so the numbers are counts, not timings, and a busy machine do
 Every --every requests it prints what could make a later request cost more than an earlier one:
 the service's RSS and its Python heap (allocated blocks), the number of metric series it exports,
 its in-process tier's rows, the cyclic collector's collections per generation, and Redis' keys,
-memory and the server's own microseconds per call of the two commands the batch path sends (MGET
-and EVALSHA, from INFO commandstats). A benchmark, not a test.
+memory, and over each window the server's own microseconds per call of the two commands the batch
+path sends (MGET and EVALSHA, from INFO commandstats) and its CPU time per request (INFO cpu). A
+benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -41,10 +42,25 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def redis_stats(client: object) -> dict[str, float]:
+    """Keys, memory, and the server's cumulative CPU seconds and calls and microseconds per command."""
     info = client.info("all")  # type: ignore[attr-defined]
-    per_call = {k.removeprefix("cmdstat_"): v["usec_per_call"] for k, v in info.items() if k.startswith("cmdstat_")}
-    return {"keys": float(client.dbsize()), "used_mb": info["used_memory"] / 2**20,  # type: ignore[attr-defined]
-            "mget_us": per_call.get("mget", 0.0), "evalsha_us": per_call.get("evalsha", 0.0)}  # fmt: skip
+    stats = {"keys": float(client.dbsize()), "used_mb": info["used_memory"] / 2**20,  # type: ignore[attr-defined]
+             "cpu_s": info["used_cpu_user"] + info["used_cpu_sys"]}  # fmt: skip
+    for command in ("mget", "evalsha"):
+        found = info.get(f"cmdstat_{command}", {"calls": 0, "usec": 0})
+        stats[f"{command}_calls"], stats[f"{command}_usec"] = found["calls"], found["usec"]
+    return stats
+
+
+def window(now: dict[str, float], before: dict[str, float], requests: int) -> tuple[float, float, float]:
+    """Redis' own microseconds per MGET and per EVALSHA, and its CPU microseconds per request,
+    over the requests since `before` (not since it started, as usec_per_call is)."""
+
+    def per_call(command: str) -> float:
+        calls = now[f"{command}_calls"] - before[f"{command}_calls"]
+        return (now[f"{command}_usec"] - before[f"{command}_usec"]) / calls if calls else 0.0
+
+    return per_call("mget"), per_call("evalsha"), (now["cpu_s"] - before["cpu_s"]) * 1e6 / max(requests, 1)
 
 
 def rss_mb(pid: int) -> float:
@@ -65,17 +81,19 @@ def main() -> None:
         client = redis.client()
         try:
             conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
-            print("requests  rss_mb  series  memory_rows  gc_gen0/1/2      redis_keys  redis_mb  mget_us  evalsha_us")
+            print("requests  rss_mb  series  memory_rows  gc_gen0/1/2      redis_keys  redis_mb  mget_us  evalsha_us"
+                  "  redis_cpu_us/request")  # fmt: skip
+            before = redis_stats(client)
             for n in range(args.requests + 1):
                 if n % args.every == 0:
                     m, r = scrape(service.port), redis_stats(client)
                     gc = "/".join(f"{m.get(GC_SERIES % g, 0):.0f}" for g in range(3))
+                    mget_us, evalsha_us, cpu_us = window(r, before, args.every)
+                    before = r
                     row = (n, rss_mb(service.pid), m["series"], m.get("housing_api_memory_cache_rows", 0), gc,
-                           r["keys"], r["used_mb"], r["mget_us"], r["evalsha_us"])  # fmt: skip
-                    print(
-                        "{:8d} {:7.1f} {:7.0f} {:12.0f}  {:15s} {:10.0f} {:9.1f} {:8.2f} {:11.2f}".format(*row),
-                        flush=True,
-                    )
+                           r["keys"], r["used_mb"], mget_us, evalsha_us, cpu_us)  # fmt: skip
+                    line = "{:8d} {:7.1f} {:7.0f} {:12.0f}  {:15s} {:10.0f} {:9.1f} {:8.2f} {:11.2f} {:12.1f}"
+                    print(line.format(*row), flush=True)
                 conn.request("POST", "/predict", batch_body(n), {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 response.read()
