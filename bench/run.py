@@ -304,6 +304,10 @@ def run_processes(scenario: Scenario, targets: list[Target], args: argparse.Name
             servers.append((target, server))
             warm(server, target)
         for rnd in range(process * args.rounds, (process + 1) * args.rounds):
+            if args.flush_rounds:  # the decline-with-age experiment: Redis as empty as at the start
+                flush(args.redis_url)
+                for target, server in servers:
+                    warm(server, target)
             for target, server in servers if rnd % 2 == 0 else servers[::-1]:
                 yield measure(server, target, scenario, rnd, args, tmp, next(seeds), process)
     finally:
@@ -380,6 +384,8 @@ def main() -> None:
     parser.add_argument("--k6-duration", default=None, help="k6 duration of each fixed-rate run (default --duration)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of every server on each of its processes")
     parser.add_argument("--processes", type=int, default=3, help="fresh starts of every server in every scenario")
+    parser.add_argument("--flush-rounds", action="store_true",
+                        help="empty Redis (and warm again) before every round, not only every scenario")  # fmt: skip
     parser.add_argument("--scenarios", default=None, help="comma-separated subset of: " + ",".join(SCENARIOS))
     parser.add_argument("--no-ablations", action="store_true", help="only the ceiling app and the service")
     parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
@@ -402,7 +408,7 @@ def main() -> None:
             pin_to_load_cpu(redis_server.pid)
         except Unavailable as exc:
             sys.exit(str(exc))
-        redis_url = redis_server.url
+        redis_url = args.redis_url = redis_server.url
         started = {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         began = time.monotonic()
         runs: list[Run] = []
