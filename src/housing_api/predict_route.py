@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from housing_api.api import EXCEPTION_STATUS, InvalidBatch
 from housing_api.body import check_json_body
 from housing_api.deps import Services
-from housing_api.http_metrics import STATUS_CLASSES, HttpMetrics, Series
+from housing_api.http_metrics import STATUS_CLASSES, HttpMetrics, Recorder
 from housing_api.schemas import describe_validation_error
 
 PATH, METHOD = "/predict", "POST"
@@ -47,7 +47,7 @@ class PredictRoute:
         self.services = services
         self.metrics = metrics
         # The status classes POST /predict answers with (http_metrics.STATUS_CLASSES), resolved once.
-        self._series = {int(status[0]): metrics.series(PATH, METHOD, status) for status in STATUS_CLASSES}
+        self._recorders = {int(s[0]): metrics.recorder(metrics.series(PATH, METHOD, s)) for s in STATUS_CLASSES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != METHOD or scope.get("root_path"):
@@ -58,11 +58,15 @@ class PredictRoute:
         try:
             status, sent = await self._answer(scope, receive, send)
         finally:
-            self.metrics.record(self._series_of(status), _declared_length(scope), sent, time.perf_counter() - started)
+            self._recorder(status)(_declared_length(scope), sent, time.perf_counter() - started)
 
-    def _series_of(self, status: int) -> Series:
-        found = self._series.get(status // 100)
-        return found if found is not None else self.metrics.series(PATH, METHOD, f"{status // 100}xx")
+    def _recorder(self, status: int) -> Recorder:
+        found = self._recorders.get(status // 100)
+        return (
+            found
+            if found is not None
+            else self.metrics.recorder(self.metrics.series(PATH, METHOD, f"{status // 100}xx"))
+        )
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, int]:
         """Answer the request; its status and the body's length."""
