@@ -28,7 +28,7 @@ help:  ## list the targets
 deps:  ## what .venv needs from outside (uv; as root: python3-pip, gcc, python3-dev, redis-server)
 	@bash scripts/install-deps.sh
 
-$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c | deps
+$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c src/housing_api/_batchjson.c | deps
 	$(UV) sync --frozen
 	@touch $@
 
@@ -117,17 +117,18 @@ k8s-render:  ## render base, dev and prod with kubectl kustomize into build/k8s/
 
 # -- performance and reliability ------------------------------------------------------------------
 BENCH_DURATION ?= 6s
-BENCH_ROUNDS ?= 4
+BENCH_ROUNDS ?= 2
+BENCH_PROCESSES ?= 3
 SOAK_DURATION ?= 10m
 MLSERVER_VENV := build/mlserver-venv
 SKLEARN_PIN := $(shell sed -n 's/.*"\(scikit-learn==[^"]*\)".*/\1/p' pyproject.toml)
 .PHONY: bench bench-peers bench-inference bench-inprocess bench-redis bench-startup soak audit capacity \
-	bench-compare bench-protocol bench-redis-memory bench-redis-modes
+	bench-compare bench-protocol bench-redis-memory bench-redis-modes bench-age
 
-bench: install  ## service vs the ceiling app, alternately, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
+bench: install  ## service vs the ceiling app and the raw ASGI app, alternately, fresh processes, medians (wrk + k6), with a py-spy profile -> docs/benchmarks.md
 	@mkdir -p build
 	$(PY) bench/inference.py | tee build/inference.txt
-	$(PY) bench/run.py --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --inference build/inference.txt \
+	$(PY) bench/run.py --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --processes $(BENCH_PROCESSES) --inference build/inference.txt \
 		--profile build/profile-batch.txt --json build/bench.json --write docs/benchmarks.md
 
 $(MLSERVER_VENV)/.installed: pyproject.toml | $(UV)
@@ -136,7 +137,7 @@ $(MLSERVER_VENV)/.installed: pyproject.toml | $(UV)
 	@touch $@
 
 bench-peers: install $(MLSERVER_VENV)/.installed  ## the wrk scenarios against Seldon MLServer on the same model -> docs/benchmarks.md
-	$(PY) bench/run.py --peers --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --json build/bench-peers.json \
+	$(PY) bench/run.py --peers --duration $(BENCH_DURATION) --rounds $(BENCH_ROUNDS) --processes $(BENCH_PROCESSES) --json build/bench-peers.json \
 		--write docs/benchmarks.md
 
 bench-inference: install  ## micro-benchmark: µs per predict call, scikit-learn vs the compiled fast path
@@ -159,6 +160,11 @@ COMPARE_ARGS ?=
 bench-compare: install  ## two checkouts side by side, one-row hits and misses: BEFORE=DIR [AFTER=DIR] [COMPARE_ARGS=--instructions]
 	@test -n "$(BEFORE)" || { echo "usage: make bench-compare BEFORE=/path/to/other/checkout [AFTER=.] [COMPARE_ARGS=--instructions]"; exit 2; }
 	$(PY) bench/compare_checkouts.py before=$(BEFORE) after=$(AFTER) $(COMPARE_ARGS)
+
+# Counts, not timings: what grows in one service process under 100-row batches (AGE_ARGS=--requests N --every M).
+AGE_ARGS ?=
+bench-age: install  ## one service aged under the batch scenario's traffic: RSS, heap, series, GC, Redis per window
+	$(PY) bench/age.py $(AGE_ARGS)
 
 bench-protocol: install  ## micro-benchmark: CPU per request of the HTTP protocol layer alone (httptools, ours, h11)
 	$(PY) bench/protocol.py

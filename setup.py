@@ -9,6 +9,11 @@ setup(
             sources=["src/housing_api/_fastpath.c"],
             # Never -ffast-math: the kernel must compare and add exactly like scikit-learn.
             extra_compile_args=["-O3", "-std=c11"],
-        )
+        ),
+        Extension(
+            "housing_api._batchjson",
+            sources=["src/housing_api/_batchjson.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+        ),
     ]
 )

@@ -3,11 +3,17 @@
     .venv/bin/python bench/compare_checkouts.py before=/path/to/old/checkout after=. [--rounds 4 --seconds 6]
     .venv/bin/python bench/compare_checkouts.py before=/old/checkout after=. [more=...] --instructions [--requests 400]
     .venv/bin/python bench/compare_checkouts.py standalone=. cluster=.:cluster --instructions
+    .venv/bin/python bench/compare_checkouts.py before=/old after=. raw=app:raw ceiling=app:ceiling --instructions \
+        --scenarios hit,miss,batch100
 
 A variant is NAME=PATH, or NAME=PATH:cluster to run that checkout with REDIS_MODE=cluster against a
 3-master Redis Cluster without replicas (housing_api_testing/harness.py), started next to the standalone redis-server,
 so one run compares the modes of one checkout side by side (issue 23). A hit is an in-process hit
-unless --no-memory-tier (MEMORY_CACHE_ROWS=0) makes every hit a Redis hit.
+unless --no-memory-tier (MEMORY_CACHE_ROWS=0) makes every hit a Redis hit. NAME=app:raw and
+NAME=app:ceiling count `make bench`'s anchors (bench/raw_asgi_app.py, bench/ceiling_app.py) the same
+way, so a change can be read as a distance to them before a quiet machine is free for wrk (issue 26).
+Scenarios (--scenarios): hit and miss (one row), batch100 (100 rows, the even ones the same 50 rows
+every time, the odd ones new: the `make bench` batch scenario's mix).
 
 Each checkout needs its C extension built in its src/ (`make install` there). For a change of the
 request path (issue 10's rule: hits and misses may not drop by more than 5%). Every round starts
@@ -37,12 +43,15 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +107,26 @@ def miss_body(n: int) -> bytes:
 
 
 HIT_BODY = ("[" + ROW % "8.3252" + "]").encode()
+
+
+def batch_body(n: int) -> bytes:
+    """The n-th 100-row half-repeated batch: the same 50 rows at the even positions (warm after the
+    first request), a row no earlier request sent at each odd one."""
+    rows = [ROW % (f"{3 + j / 1000:.3f}" if j % 2 == 0 else f"{1 + (n * 50 + j // 2) / 1e7:.7f}") for j in range(100)]
+    return ("[" + ",".join(rows) + "]").encode()
+
+
+def bodies(scenario: str) -> Iterator[bytes]:
+    if scenario == "hit":
+        return (HIT_BODY for _ in iter(int, 1))
+    if scenario == "miss":
+        return (miss_body(n) for n in itertools.count())
+    return (batch_body(n) for n in itertools.count())
+
+
+SCENARIOS = ("hit", "miss", "batch100")
+ANCHORS = {"raw": "raw_asgi_app.py", "ceiling": "ceiling_app.py"}
+"""NAME=app:raw and NAME=app:ceiling: the anchors of `make bench` (bench/), counted like a checkout."""
 
 
 def send(conn: http.client.HTTPConnection, body: bytes, retry: bool = True) -> None:
@@ -162,26 +191,30 @@ def counted_run(checkout: Path, redis: Store, prefix: str, scenario: str, args: 
     out = tmp / f"callgrind.{prefix}"
     # Redis' 50 ms timeout would fire under callgrind's slowdown, and a Redis out of use is a cheaper path.
     env = {"PYTHONPATH": str(checkout / "src"), "REDIS_URL": redis.url, "CACHE_PREFIX": prefix,
-           "LOG_LEVEL": "warning", "PYTHONHASHSEED": "0", "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
+           "LOG_LEVEL": "warning", "PYTHONHASHSEED": str(args.hash_seed), "REDIS_TIMEOUT_MS": "5000"}  # fmt: skip
     if args.no_memory_tier:  # every hit is a Redis hit: the path where the Redis mode matters
         env["MEMORY_CACHE_ROWS"] = "0"
     if redis.mode == "cluster":  # an old checkout knows no REDIS_MODE: standalone is left unset
         env["REDIS_MODE"] = "cluster"
     service = ServiceProcess(env, checkout=checkout)
+    anchor = ANCHORS.get(str(checkout).removeprefix("app:")) if str(checkout).startswith("app:") else None
+    if anchor is not None:  # an anchor app of this checkout's bench/, on the same kind of port
+        service.argv = [sys.executable, str(ROOT / "bench" / anchor), "--port", str(service.port)]
+        service.cwd = ROOT
     service.argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *service.argv]
     service.start(timeout_s=600)
     try:
-        bodies = (HIT_BODY for _ in iter(int, 1)) if scenario == "hit" else (miss_body(n) for n in range(10**7))
+        sent = bodies(scenario)
         conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
         client = redis.open()
         for n in range(args.warmup + args.requests):
             if n == args.warmup:
                 callgrind(service.pid, "-i", "on")
             keys = client.dbsize()
-            send(conn, next(bodies))
+            send(conn, next(sent))
             # Each miss's write-behind runs alone: writes that pile up share one EVALSHA, and how
             # many do would depend on timing, which is what this mode leaves out.
-            if scenario == "miss":
+            if scenario != "hit" and anchor is None:
                 written(client, keys)
             time.sleep(args.pause_ms / 1000)
         callgrind(service.pid, "-d")
@@ -206,7 +239,7 @@ def count_instructions(variants: dict[str, Path], modes: dict[str, str], args: a
                 stores["cluster"] = Store("cluster", cluster.url, cluster.nodes)
             for r in range(args.rounds):
                 for name, checkout in variants.items():
-                    for scenario in ("hit", "miss"):
+                    for scenario in args.scenarios.split(","):
                         dumps = args.dumps or Path(tmp)
                         store = stores[modes[name]]
                         ir = counted_run(checkout, store, f"ir{r}{name}{scenario}", scenario, args, dumps)
@@ -217,7 +250,7 @@ def count_instructions(variants: dict[str, Path], modes: dict[str, str], args: a
                 cluster.stop()
             redis.stop()
     first, *others = variants
-    for scenario in ("hit", "miss"):
+    for scenario in args.scenarios.split(","):
         a = statistics.median(results[(first, scenario)])
         vs = [f"{o} {(b := statistics.median(results[(o, scenario)])):.0f} ({b / a:.3f}x)" for o in others]
         print(f"{scenario}: instructions per request {first} {a:.0f} vs {', '.join(vs)}")
@@ -238,10 +271,12 @@ def main() -> None:
         "--no-memory-tier", action="store_true", help="--instructions: MEMORY_CACHE_ROWS=0, so hits are Redis hits"
     )
     parser.add_argument("--pause-ms", type=float, default=5, help="--instructions: pause after each request")
+    parser.add_argument("--hash-seed", type=int, default=0, help="--instructions: PYTHONHASHSEED of the services")
+    parser.add_argument("--scenarios", default="hit,miss", help=f"--instructions: comma-separated, of {SCENARIOS}")
     args = parser.parse_args()
     specs = {name: spec for name, spec in (c.split("=", 1) for c in args.checkouts)}
     modes = {name: "cluster" if spec.endswith(":cluster") else "standalone" for name, spec in specs.items()}
-    variants = {name: Path(spec.removesuffix(":cluster")).resolve() for name, spec in specs.items()}
+    variants = {name: _variant(spec) for name, spec in specs.items()}
     if args.instructions:
         args.rounds = args.rounds or 1
         count_instructions(variants, modes, args)
@@ -276,6 +311,11 @@ def main() -> None:
             f"{scenario}: {first} {rps_a:.0f} req/s, {second} {rps_b:.0f} req/s ({rps_b / rps_a:.3f}x); "
             f"CPU per request {cpu_a:.0f} vs {cpu_b:.0f} us ({cpu_b / cpu_a:.3f}x)"
         )
+
+
+def _variant(spec: str) -> Path:
+    """A checkout's path, or an anchor's name kept as it is (app:raw, app:ceiling)."""
+    return Path(spec) if spec.startswith("app:") else Path(spec.removesuffix(":cluster")).resolve()
 
 
 if __name__ == "__main__":

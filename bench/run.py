@@ -53,6 +53,8 @@ WRK_SCRIPT = ROOT / "bench" / "wrk" / "predict.lua"
 K6_SCRIPT = ROOT / "bench" / "k6" / "bench.js"
 MLSERVER_VENV = ROOT / "build" / "mlserver-venv"
 POOL = 64
+RAW = report.RAW
+"""The raw ASGI anchor's name in the results (bench/raw_asgi_app.py)."""
 """Warmed rows; bench.js's pool(i) is the same row(i % 64, 999)."""
 
 
@@ -115,6 +117,8 @@ class Run:
     rss_mb: float
     ready_s: float
     load1: float
+    process: int = 0
+    """Which of the scenario's fresh starts of every server ran it (--processes)."""
 
 
 def service_targets(redis_url: str, ablations: bool, variants: list[str] | None = None) -> list[Target]:
@@ -122,6 +126,7 @@ def service_targets(redis_url: str, ablations: bool, variants: list[str] | None 
     env = {"REDIS_URL": redis_url, "MODEL_PATH": str(ROOT / "model" / "model.joblib"), "LOG_LEVEL": "warning"}
     found = [
         Target("ceiling", [sys.executable, str(ROOT / "bench" / "ceiling_app.py"), "--port", "{port}"]),
+        Target(RAW, [sys.executable, str(ROOT / "bench" / "raw_asgi_app.py"), "--port", "{port}"]),
         Target("service", serve, env),
     ]
     if ablations:
@@ -268,31 +273,44 @@ def run_k6(url: str, scenario: Scenario, duration: str, seed: int, tmp: Path) ->
 
 
 def measure(server: Process, target: Target, scenario: Scenario, rnd: int, args: argparse.Namespace, tmp: Path,
-            seed: int) -> Run:  # fmt: skip
+            seed: int, process: int) -> Run:  # fmt: skip
     load1 = os.getloadavg()[0]
     if scenario.tool == "wrk":
         m = run_wrk(server.url, target, scenario, args.duration, seed, tmp / "pool.txt")
     else:
         m = run_k6(server.url, scenario, args.k6_duration or args.duration, seed, tmp)
     return Run(scenario.name, target.name, rnd, m["rps"], m["rps"] * scenario.batch, m["p50_ms"], m["p99_ms"],
-               m["failed"], server.rss_mb(), server.ready_s, load1)  # fmt: skip
+               m["failed"], server.rss_mb(), server.ready_s, load1, process)  # fmt: skip
 
 
 def run_scenario(scenario: Scenario, targets: list[Target], args: argparse.Namespace, tmp: Path,
                  seeds: Iterator[int]) -> Iterator[Run]:  # fmt: skip
+    """--processes times: fresh processes of every target, --rounds rounds on them. The spread
+    between processes is what a fresh start of one build varies by (issue 26 asks for it)."""
+    for process in range(args.processes):
+        yield from run_processes(scenario, targets, args, tmp, seeds, process)
+
+
+def run_processes(scenario: Scenario, targets: list[Target], args: argparse.Namespace, tmp: Path,
+                  seeds: Iterator[int], process: int) -> Iterator[Run]:  # fmt: skip
     """Start every target once (one after the other, so each one's start-up time is its own),
     then take turns: A B C, C B A, A B C, ... for --rounds rounds. Every run sends rows no earlier
     run sent (its own seed), so the servers can stay up between runs and a run is short enough
-    for load from elsewhere on the machine to fall on both sides of a ratio."""
+    for load from elsewhere on the machine to fall on both sides of a ratio. Rounds are numbered
+    across processes, so that each round's ratio pairs runs that ran back to back."""
     servers: list[tuple[Target, Process]] = []
     try:
         for target in targets:
             server = Process(target)
             servers.append((target, server))
             warm(server, target)
-        for rnd in range(args.rounds):
+        for rnd in range(process * args.rounds, (process + 1) * args.rounds):
+            if args.flush_rounds:  # the decline-with-age experiment: Redis as empty as at the start
+                flush(args.redis_url)
+                for target, server in servers:
+                    warm(server, target)
             for target, server in servers if rnd % 2 == 0 else servers[::-1]:
-                yield measure(server, target, scenario, rnd, args, tmp, next(seeds))
+                yield measure(server, target, scenario, rnd, args, tmp, next(seeds), process)
     finally:
         for _, server in servers:
             server.stop()
@@ -365,7 +383,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", default="6s", help="wrk duration of each run")
     parser.add_argument("--k6-duration", default=None, help="k6 duration of each fixed-rate run (default --duration)")
-    parser.add_argument("--rounds", type=int, default=4, help="runs of every server in every scenario")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of every server on each of its processes")
+    parser.add_argument("--processes", type=int, default=3, help="fresh starts of every server in every scenario")
+    parser.add_argument("--flush-rounds", action="store_true",
+                        help="empty Redis (and warm again) before every round, not only every scenario")  # fmt: skip
     parser.add_argument("--scenarios", default=None, help="comma-separated subset of: " + ",".join(SCENARIOS))
     parser.add_argument("--no-ablations", action="store_true", help="only the ceiling app and the service")
     parser.add_argument("--variant", action="append", default=[], help="also the service with NAME=VALUE set")
@@ -388,8 +409,9 @@ def main() -> None:
             pin_to_load_cpu(redis_server.pid)
         except Unavailable as exc:
             sys.exit(str(exc))
-        redis_url = redis_server.url
+        redis_url = args.redis_url = redis_server.url
         started = {"uptime": uptime(), "time": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        began = time.monotonic()
         runs: list[Run] = []
         profile_text = ""
         try:
@@ -421,6 +443,8 @@ def main() -> None:
         "duration": args.duration,
         "k6_duration": args.k6_duration or args.duration,
         "rounds": args.rounds,
+        "processes": args.processes,
+        "elapsed_s": round(time.monotonic() - began),
         "runs": [asdict(r) for r in runs],
         "profile": report.summarise_profile(profile_text) if profile_text else None,
         "inference": args.inference.read_text() if args.inference and args.inference.exists() else "",

@@ -19,6 +19,7 @@ REACHES_INTO_TESTS = re.compile(
 # Modules that other scripts start or import, not commands of their own: who runs each.
 RUN_BY = {
     "bench/ceiling_app.py": "bench/run.py",
+    "bench/raw_asgi_app.py": "bench/run.py",
     "scripts/check_skips.py": "scripts/fresh-test-inside.sh",
 }
 

@@ -220,8 +220,8 @@ def build_router(services: Services, body_schema: dict[str, Any], sample_respons
         sent to the model, batched with other requests' rows. If any row is invalid the whole
         request is refused with 422, naming the row index and the field.
         """
-        check_json_body(request)
-        body = await services.body.read(request)
+        check_json_body(request.scope["headers"])
+        body = await services.body.read(request.scope["headers"], request.receive)
         service = services.service
         async with service.admitted():
             try:

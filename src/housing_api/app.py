@@ -25,10 +25,11 @@ from housing_api.docs_ui import mount_docs
 from housing_api.drift import DriftCheck, DriftConfig
 from housing_api.exposition import serve_metrics
 from housing_api.http_cache import AppScopedBackend, HttpCacheBackend, key_prefix
-from housing_api.http_metrics import METRICS_PATH, instrument
+from housing_api.http_metrics import METRICS_PATH, instrument, track_requests
 from housing_api.keys import key_namespace
 from housing_api.metrics import ServiceMetrics
 from housing_api.model import load_model
+from housing_api.predict_route import PredictRoute
 from housing_api.redis_cluster import ClusterTier
 from housing_api.registry import ModelSource, resolve_source
 from housing_api.schemas import SAMPLE_BATCH, BatchValidator
@@ -115,7 +116,11 @@ def create_app(settings: Settings | None = None, source: ModelSource | None = No
     app.state.services = services
     app.include_router(build_router(services, validator.openapi_schema(), _sample_response()))
     install_error_handlers(app)
-    instrument(app, registry, access)
+    # The app's own layers, innermost first: the instrumentator's metrics, the hot path of POST
+    # /predict in front of them (it records its own), then every request's id, access line and span.
+    http_metrics = instrument(app, registry)
+    app.add_middleware(PredictRoute, services=services, metrics=http_metrics)
+    track_requests(app, registry, access)
     serve_metrics(app, METRICS_PATH, metrics.exposed)
     mount_docs(app)
     answer_head_like_get(app.router)  # /metrics and /docs (build_router's routes have theirs)

@@ -11,13 +11,16 @@ import logging
 import time
 
 from prometheus_client import Counter
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from housing_api.errors import BodyTimeout, Overloaded
 from housing_api.metrics import BODY, BODY_BUDGET, ServiceMetrics
 
 log = logging.getLogger(__name__)
 JSON_TYPES = ("application/json",)
+Headers = list[tuple[bytes, bytes]]
+"""A request's raw ASGI headers (scope["headers"]): lower-case names."""
 
 
 class BodyTooLarge(Exception):
@@ -90,10 +93,11 @@ class BodyReader:
         self._timed_out = metrics.timeouts.labels(BODY)
         self._over_budget = metrics.rejected.labels(BODY_BUDGET)
 
-    async def read(self, request: Request) -> bytes:
+    async def read(self, headers: Headers, receive: Receive) -> bytes:
+        """The body of the request whose raw ASGI headers and receive channel these are."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._read_limited(request)
+                return await self._read_limited(_content_length(headers), receive)
         except TimeoutError:
             self._timed_out.inc()
             raise BodyTimeout(self.timeout_s) from None
@@ -101,10 +105,9 @@ class BodyReader:
             self.hang_ups.record()
             raise
 
-    async def _read_limited(self, request: Request) -> bytes:
+    async def _read_limited(self, declared: bytes | None, receive: Receive) -> bytes:
         """Read the body, refusing (413) as soon as it is known to be over the limit."""
         limit, budget = self.max_bytes, self.budget
-        declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BodyTooLarge(limit)
         chunks: list[bytes] = []
@@ -113,7 +116,14 @@ class BodyReader:
         # size limit or the budget was never taken, so it is never given back.
         taken = 0
         try:
-            async for chunk in request.stream():
+            # ASGI's receive, read as Starlette's Request.stream() reads it, without the generator.
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
                 if taken + len(chunk) > limit:
                     raise BodyTooLarge(limit)
                 if not budget.take(len(chunk)):
@@ -126,7 +136,14 @@ class BodyReader:
             budget.give_back(taken)
 
 
-def check_json_body(request: Request) -> None:
+def _content_length(headers: Headers) -> bytes | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return value
+    return None
+
+
+def check_json_body(headers: Headers) -> None:
     """A missing Content-Type is taken as JSON; a different one is refused (415), and so is a body
     with a Content-Encoding: decoding it would need a bound of its own on the decoded size (a small
     gzip can inflate a thousandfold), and a batch is small enough to send as it is."""
@@ -134,7 +151,7 @@ def check_json_body(request: Request) -> None:
     encoded = False
     # One pass over the raw headers (ASGI names are lower-case) rather than a Headers.get per name,
     # each of which walks the whole list: this runs on every POST.
-    for name, value in request.scope["headers"]:
+    for name, value in headers:
         if name == b"content-type":
             declared = value if declared is None else declared
         elif name == b"content-encoding":

@@ -4,7 +4,10 @@ requests in progress, all on the app's registry.
 The instrumentator's default set records latency without the status class, so fast 422s and 429s
 share the histogram with real answers and an overload makes the p99 line go *down*. Its own
 `latency` helper can add the label, but then the default set (requests, sizes) is gone too, so
-`_instrumentation` records the same names in one function, with `status` on the latency histogram.
+`HttpMetrics` records the same names in one place, with `status` on the latency histogram. The
+instrumentator's middleware feeds it for every route but POST /predict, whose hot path
+(predict_route.py) records its own requests under the same labels without that middleware's
+per-request Request and Response objects.
 
 The instrumentator's own in-progress gauge ignores its `registry` argument and registers on the
 process-wide one, so a second app in the same process (every test module) fails with
@@ -23,11 +26,14 @@ line and, only when tracing is on, holds the request's span. No other middleware
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
+from prometheus_client.values import MutexValue
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
 from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
@@ -176,63 +182,127 @@ class _MemoizedHandlers(PrometheusInstrumentatorMiddleware):
         return found
 
 
-def _instrumentation(registry: CollectorRegistry) -> Callable[[Info], None]:
+Series = tuple[Counter, Summary, Summary, Histogram]
+"""One (handler, method, status class)'s request count, request and response sizes, and latency."""
+
+
+class HttpMetrics:
     """The instrumentator's default metrics, except that latency carries the status class: the SLO
-    is on `http_request_duration_seconds{handler="/predict", status="2xx"}`."""
-    requests = Counter(
-        "http_requests_total", "Requests by method, status class and route template.",
-        ["method", "status", "handler"], registry=registry,
-    )  # fmt: skip
-    request_size = Summary(
-        "http_request_size_bytes", "Request bodies (Content-Length) by route template.", ["handler"],
-        registry=registry,
-    )  # fmt: skip
-    response_size = Summary(
-        "http_response_size_bytes", "Response bodies (Content-Length) by route template.", ["handler"],
-        registry=registry,
-    )  # fmt: skip
-    latency_all = Histogram(
-        "http_request_duration_highr_seconds", "Latency of every request, all routes and statuses together.",
-        buckets=LATENCY_BUCKETS, registry=registry,
-    )  # fmt: skip
-    latency = Histogram(
-        "http_request_duration_seconds", "Latency by route template, method and status class.",
-        ["handler", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
-    )  # fmt: skip
+    is on `http_request_duration_seconds{handler="/predict", status="2xx"}`. Fed by the
+    instrumentator's middleware (`observe`) for every route but POST /predict, which records its
+    own requests directly (`record`, predict_route.py) under the same names and labels."""
 
-    # The labelled series of each (handler, method, status): labels() takes a lock and builds a key
-    # on every call. Bounded like InProgress' memo (handlers are route templates or "none").
-    series: dict[tuple[str, str, str], tuple[Counter, Summary, Summary, Histogram]] = {}
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "http_requests_total", "Requests by method, status class and route template.",
+            ["method", "status", "handler"], registry=registry,
+        )  # fmt: skip
+        self.request_size = Summary(
+            "http_request_size_bytes", "Request bodies (Content-Length) by route template.", ["handler"],
+            registry=registry,
+        )  # fmt: skip
+        self.response_size = Summary(
+            "http_response_size_bytes", "Response bodies (Content-Length) by route template.", ["handler"],
+            registry=registry,
+        )  # fmt: skip
+        self.latency_all = Histogram(
+            "http_request_duration_highr_seconds", "Latency of every request, all routes and statuses together.",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "http_request_duration_seconds", "Latency by route template, method and status class.",
+            ["handler", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        # The labelled series of each (handler, method, status): labels() takes a lock and builds a key
+        # on every call. Bounded like InProgress' memo (handlers are route templates or "none").
+        self._series: dict[tuple[str, str, str], Series] = {}
+        for handler, method in SLO_ROUTES:
+            for status in STATUS_CLASSES:
+                self.series(handler, method, status)
 
-    def labelled(handler: str, method: str, status: str) -> tuple[Counter, Summary, Summary, Histogram]:
-        found = series.get((handler, method, status))
+    def series(self, handler: str, method: str, status: str) -> Series:
+        found = self._series.get((handler, method, status))
         if found is None:
-            found = (requests.labels(method, status, handler), request_size.labels(handler),
-                     response_size.labels(handler), latency.labels(handler, method, status))  # fmt: skip
-            if len(series) < _MEMO_SIZE:
-                series[(handler, method, status)] = found
+            found = (self.requests.labels(method, status, handler), self.request_size.labels(handler),
+                     self.response_size.labels(handler), self.latency.labels(handler, method, status))  # fmt: skip
+            if len(self._series) < _MEMO_SIZE:
+                self._series[(handler, method, status)] = found
         return found
 
-    for handler, method in SLO_ROUTES:
-        for status in STATUS_CLASSES:
-            labelled(handler, method, status)
-
-    def observe(info: Info) -> None:
-        count, sent, answered, timed = labelled(info.modified_handler, info.method, info.modified_status)
-        duration = info.modified_duration
+    def record(self, series: Series, request_bytes: int, response_bytes: int, duration_s: float) -> None:
+        count, sent, answered, timed = series
         count.inc()
-        sent.observe(int(info.request.headers.get("Content-Length", 0)))
+        sent.observe(request_bytes)
+        answered.observe(response_bytes)
+        self.latency_all.observe(duration_s)
+        timed.observe(duration_s)
+
+    def recorder(self, series: Series) -> Recorder:
+        """record() bound to one series: DirectSeries' when prometheus_client keeps the values in
+        process, else the public calls."""
+        direct = DirectSeries.of(series, self.latency_all)
+        return direct.record if direct is not None else partial(self.record, series)
+
+    def observe(self, info: Info) -> None:
+        """The instrumentator's callback."""
         headers = getattr(info.response, "headers", None)
-        answered.observe(int(headers.get("Content-Length", 0)) if headers else 0)
-        latency_all.observe(duration)
-        timed.observe(duration)
+        self.record(
+            self.series(info.modified_handler, info.method, info.modified_status),
+            int(info.request.headers.get("Content-Length", 0)),
+            int(headers.get("Content-Length", 0)) if headers else 0,
+            info.modified_duration,
+        )
 
-    return observe
+
+Recorder = Callable[[int, int, float], None]
+"""Records one request: its body's bytes, its answer's bytes, its duration in seconds."""
 
 
-def instrument(app: FastAPI, registry: CollectorRegistry, access: AccessLog | None = None) -> None:
-    """http_* metrics on `registry`, labelled by route template, method and status class; with
-    `access`, each request's id, access line and span (InProgress)."""
+class DirectSeries:
+    """One series' values updated in place, without prometheus_client's per-call checks and locks.
+
+    Its five updates of a request cost 40,000 instructions through the public calls, a tenth of a
+    cached answer (docs/benchmarks.md, issue 26). These values are changed only on the event loop
+    (the hot path, and the instrumentator's middleware for the shared all-routes histogram), and a
+    scrape reads each one under its lock, a whole float under the GIL, so the locks guard nothing
+    here. Histogram buckets are kept per bucket, as prometheus_client keeps them (it sums them when
+    scraped); `bisect_left` finds the first bound >= the duration, as its `observe` does."""
+
+    __slots__ = ("answered", "bounds", "count", "latency", "latency_all", "sent")
+
+    def __init__(self, series: Series, latency_all: Histogram) -> None:
+        count, sent, answered, timed = series
+        self.count = count._value
+        self.sent = (sent._count, sent._sum)
+        self.answered = (answered._count, answered._sum)
+        self.latency = (timed._sum, timed._buckets)
+        self.latency_all = (latency_all._sum, latency_all._buckets)
+        self.bounds = timed._upper_bounds
+
+    @classmethod
+    def of(cls, series: Series, latency_all: Histogram) -> DirectSeries | None:
+        """None unless every value is prometheus_client's in-process MutexValue (not multiprocess mode)."""
+        direct = cls(series, latency_all)
+        values = [direct.count, *direct.sent, *direct.answered, direct.latency[0], *direct.latency[1],
+                  direct.latency_all[0], *direct.latency_all[1]]  # fmt: skip
+        same_buckets = latency_all._upper_bounds == direct.bounds
+        return direct if same_buckets and all(type(v) is MutexValue for v in values) else None
+
+    def record(self, request_bytes: int, response_bytes: int, duration_s: float) -> None:
+        self.count._value += 1
+        for (n, total), amount in ((self.sent, request_bytes), (self.answered, response_bytes)):
+            n._value += 1
+            total._value += amount
+        bucket = bisect_left(self.bounds, duration_s)
+        for total, buckets in (self.latency, self.latency_all):
+            total._value += duration_s
+            buckets[bucket]._value += 1
+
+
+def instrument(app: FastAPI, registry: CollectorRegistry) -> HttpMetrics:
+    """http_* metrics on `registry`, labelled by route template, method and status class, recorded by
+    the instrumentator's middleware (added here); POST /predict records its own (predict_route.py)."""
+    metrics = HttpMetrics(registry)
     Instrumentator(
         should_group_status_codes=True,
         should_ignore_untemplated=False,
@@ -240,11 +310,17 @@ def instrument(app: FastAPI, registry: CollectorRegistry, access: AccessLog | No
         should_instrument_requests_inprogress=False,  # see the module docstring
         excluded_handlers=[f"^{METRICS_PATH}$"],
         registry=registry,
-    ).add(_instrumentation(registry)).instrument(app)  # /metrics: exposition.serve_metrics
+    ).add(metrics.observe).instrument(app)  # /metrics: exposition.serve_metrics
     # The instrumentator's middleware as it added it, with the memo (the module docstring says why).
     app.user_middleware = [
         Middleware(_MemoizedHandlers, *m.args, **m.kwargs) if _is_instrumentator(m) else m for m in app.user_middleware
     ]
+    return metrics
+
+
+def track_requests(app: FastAPI, registry: CollectorRegistry, access: AccessLog | None = None) -> None:
+    """http_requests_inprogress on `registry`; with `access`, each request's id, access line and span
+    (InProgress, added as the outermost of the app's own layers: every route goes through it)."""
     gauge = Gauge(
         "http_requests_inprogress", "HTTP requests being served, by route template and method.",
         ["handler", "method"], registry=registry,

@@ -64,7 +64,8 @@ class CanonicalBatch:
     query_key: str
     """batch_digest(rows)."""
     folded_negative_zero: bool
-    """True when some input value was -0.0 (the canonical row holds 0.0 there)."""
+    """True when some input value was -0.0 (the canonical row holds 0.0 there); False when the
+    input values are not known (split_rows)."""
 
 
 SMALL_BATCH = 8
@@ -85,6 +86,12 @@ def canonical_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:
         query_key=hashlib.blake2b(data, digest_size=16).hexdigest(),
         folded_negative_zero=bool(zeros.any() and np.signbit(raw[zeros]).any()),
     )
+
+
+def split_rows(data: bytes) -> CanonicalBatch:
+    """The batch of canonical rows already joined into one bytes object (batch_json.decode_batch's)."""
+    rows = [data[i : i + ROW_BYTES] for i in range(0, len(data), ROW_BYTES)]
+    return CanonicalBatch(rows, hashlib.blake2b(data, digest_size=16).hexdigest(), folded_negative_zero=False)
 
 
 def _small_batch(rows: Sequence[Mapping[str, Any]]) -> CanonicalBatch:

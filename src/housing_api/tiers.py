@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from prometheus_client import Counter
 
-from housing_api.cache import RedisTier, decode_value, encode_value
+from housing_api.cache import RedisTier, decode_value, encode_values
 from housing_api.inflight import Pending
 from housing_api.keys import row_digest, rows_matrix
 from housing_api.metrics import ERROR, HIT, INVALID, MISS, MODEL, REDIS, REDIS_WRITE, SET, ServiceMetrics, Source
@@ -178,7 +178,8 @@ class RedisWrites:
 
     def items(self, answered: list[tuple[Pending, float]]) -> list[tuple[str, bytes]]:
         ns = self.namespace
-        return [(p.key or ns + row_digest(p.row), encode_value(value)) for p, value in answered]
+        encoded = encode_values([value for _, value in answered])
+        return [(p.key or ns + row_digest(p.row), raw) for (p, _), raw in zip(answered, encoded, strict=True)]
 
     async def write(self, items: list[tuple[str, bytes]]) -> None:
         if self.redis is not None:

@@ -28,13 +28,13 @@ def test_bench_runs_both_load_generators_and_writes_its_report(tmp_path: Path) -
         pytest.skip("k6 is not installed in the virtual environment (make install)")
     out, raw = tmp_path / "benchmarks.md", tmp_path / "bench.json"
     subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "2s", "--rounds", "1",
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "2s", "--rounds", "1", "--processes", "1",
          "--scenarios", "hits,fixed-1000rps-hits", "--no-ablations", "--json", str(raw), "--write", str(out)],
         check=True, timeout=600, capture_output=True,
     )  # fmt: skip
     runs = json.loads(raw.read_text())["runs"]
     assert {(r["scenario"], r["target"]) for r in runs} == {
-        (s, t) for s in ("hits", "fixed-1000rps-hits") for t in ("ceiling", "service")
+        (s, t) for s in ("hits", "fixed-1000rps-hits") for t in ("ceiling", report.RAW, "service")
     }
     assert all(r["rps"] > 0 and r["failed"] == 0 for r in runs), runs
     text = out.read_text()
@@ -61,29 +61,40 @@ def verdict_of(table: str, label: str) -> str:
 def test_ratio_targets_use_medians_and_show_each_rounds_ratio() -> None:
     batch = "batch100-half-repeated"
     bench = report.medians(result([
-        run(batch, "ceiling", 0, 1000, batch=100), run(batch, "service", 0, 520, batch=100),
-        run(batch, "ceiling", 1, 1000, batch=100), run(batch, "service", 1, 480, batch=100),
-        run("hits", "ceiling", 0, 1000), run("hits", "service", 0, 940),
-        run("hits", "ceiling", 1, 1000), run("hits", "service", 1, 940),
+        run(batch, "ceiling", 0, 1000, batch=100), run(batch, "service", 0, 1050, batch=100),
+        run(batch, "ceiling", 1, 1000, batch=100), run(batch, "service", 1, 990, batch=100),
+        run("hits", "ceiling", 0, 1000), run("hits", "service", 0, 1900),
+        run("hits", "ceiling", 1, 1000), run("hits", "service", 1, 1940),
     ]))  # fmt: skip
     table = report.targets_table(bench, [])
-    assert verdict_of(table, "batch100-half-repeated") == "**met**"  # median 50,000 of 100,000 rows/s
-    assert "each round: 52%, 48%" in table
-    assert verdict_of(table, "hits: service >= 95%") == "**not met**"  # 94%
+    assert verdict_of(table, "batch100-half-repeated") == "**met**"  # median 102,000 of 100,000 rows/s
+    assert "each round: 105%, 99%" in table
+    assert verdict_of(table, "hits: service >= 2x ceiling") == "**not met**"  # 1.9x
     assert verdict_of(table, "misses: service") == "not measured"
     assert verdict_of(table, "MLServer") == "not measured"
 
 
-def test_p99_target_needs_the_offered_rate_carried_without_failures() -> None:
+def test_p99_target_is_the_ceilings_p99_and_needs_the_offered_rate_carried() -> None:
     hits, misses = "fixed-1000rps-hits", "fixed-1000rps-misses"
     bench = report.medians(result([
         run(hits, "service", 0, 1000, p99_ms=4.0), run(hits, "service", 1, 999, p99_ms=4.5),
+        run(hits, "ceiling", 0, 1000, p99_ms=5.0), run(hits, "ceiling", 1, 1000, p99_ms=4.0),
         run(misses, "service", 0, 700, p99_ms=2.0), run(misses, "service", 1, 700, p99_ms=2.0),
+        run(misses, "ceiling", 0, 1000, p99_ms=3.0), run(misses, "ceiling", 1, 1000, p99_ms=3.0),
     ]))  # fmt: skip
     table = report.targets_table(bench, [])
-    assert verdict_of(table, "fixed-1000rps-hits") == "**met**"
+    assert verdict_of(table, "fixed-1000rps-hits") == "**met**"  # 4.25 ms against the ceiling's 4.5 ms
     assert verdict_of(table, "fixed-1000rps-misses") == "**not met**"  # fast, but only 700 of 1,000 req/s
     assert "carried 700 req/s" in table
+
+
+def test_the_spread_is_between_the_medians_of_fresh_processes() -> None:
+    runs = [run("hits", "service", r, rps, process=r // 2) for r, rps in enumerate([900, 1100, 1000, 1000, 950, 1250])]
+    (hits,) = report.medians(result(runs))
+    assert hits.spread == pytest.approx((1100 - 1000) / 1000)  # process medians 1000, 1000, 1100
+    table = report.targets_table([hits], [])
+    assert verdict_of(table, "spread between fresh processes") == "**not met**"  # 10% is not under 10%
+    assert "hits 10%" in table
 
 
 def test_peer_targets_are_multiples() -> None:

@@ -17,6 +17,7 @@ from housing_api.keys import (
     row_digest,
     row_values,
     rows_matrix,
+    split_rows,
 )
 
 ROW = {"MedInc": 8.3252, "HouseAge": 42, "AveRooms": 6.98, "AveBedrms": 1.02,
@@ -115,3 +116,10 @@ def test_keys_carry_the_value_encoding() -> None:
     assert cache_keys(key_namespace("p", "a" * 64, "r1"), [row]) != cache_keys(
         key_namespace("p", "a" * 64, "r2"), [row]
     )
+
+
+def test_split_rows_is_canonical_batch_of_the_joined_rows() -> None:
+    rows = [{**ROW, "MedInc": 1 + i / 10} for i in range(12)]
+    batch = canonical_batch(rows)
+    split = split_rows(b"".join(batch.rows))
+    assert (split.rows, split.query_key) == (batch.rows, batch.query_key)
