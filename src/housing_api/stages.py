@@ -54,6 +54,7 @@ class Stage(Generic[T]):
         self.linger_s = linger_s
         self.ready = asyncio.Event()
         self.closing = False
+        self.busy = False
         self._task: asyncio.Task[None] | None = None
         self._down_since: float | None = None  # monotonic; None while up (or before the first start)
         self._errors = metrics.worker_errors.labels(name)
@@ -122,6 +123,7 @@ class Stage(Generic[T]):
             await self._run(batch)
 
     async def _run(self, batch: list[T]) -> None:
+        self.busy = True
         try:
             async with asyncio.timeout(self.bound_s):
                 if self.linger_s and len(batch) < self.batch_max:
@@ -134,6 +136,8 @@ class Stage(Generic[T]):
             # answered all the same, then the loop ends (and is restarted unless closing).
             self._contain(batch, exc)
             raise
+        finally:
+            self.busy = False
 
     async def _linger(self, batch: list[T]) -> None:
         """BATCH_MAX_WAIT_MS: a batch that is not full waits this long once for more items."""
