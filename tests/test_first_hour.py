@@ -153,12 +153,12 @@ def test_needs_no_render(): pass
 
 
 def run_deployment_module(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """A test_deploy_k8s.py whose render skips, under the real tests/conftest.py."""
+    """A test_k8s_manifests.py whose render skips, under the real tests/conftest.py."""
     tests = tmp_path / "tests"
     tests.mkdir(exist_ok=True)
     for module in ("conftest.py", "kinds.py"):
         shutil.copy(ROOT / "tests" / module, tests / module)
-    (tests / "test_deploy_k8s.py").write_text(DEPLOYMENT_MODULE)
+    (tests / "test_k8s_manifests.py").write_text(DEPLOYMENT_MODULE)
     environ = {k: v for k, v in os.environ.items() if k != "CI"} | env
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, "tests"],
@@ -216,18 +216,18 @@ def test_fresh_test_allows_only_the_skips_the_readme_lists(tmp_path: Path) -> No
     passed = ("tests.unit.test_api", "test_sample_batch", None)
     assert check_skips(tmp_path, junit(allowed, passed)).returncode == 0
     result = check_skips(
-        tmp_path, junit(allowed, passed, ("tests.deployment.test_deploy_k8s", "test_renders", "no kubectl"))
+        tmp_path, junit(allowed, passed, ("tests.deployment.test_k8s_manifests", "test_renders", "no kubectl"))
     )
     assert result.returncode == 1
-    assert "tests.deployment.test_deploy_k8s.test_renders: no kubectl" in result.stdout
+    assert "tests.deployment.test_k8s_manifests.test_renders: no kubectl" in result.stdout
 
 
 @pytest.mark.parametrize(
     "skipped",
     [
         ("tests.image.test_image", "test_healthcheck_passes"),
-        ("tests.deployment.test_deploy_k8s", "test_manifests_match_the_built_image[base]"),
-        ("tests.deployment.test_deploy_k8s", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
+        ("tests.deployment.test_k8s_image", "test_manifests_match_the_built_image[base]"),
+        ("tests.deployment.test_k8s_image", "test_the_image_answers_every_probe_run_as_the_manifests_run_it"),
     ],
 )
 @pytest.mark.integration

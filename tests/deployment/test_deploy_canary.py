@@ -223,7 +223,7 @@ def check_canary_refs(objs: list[Obj]) -> list[str]:
 
 
 def check_gateways(objs: list[Obj]) -> list[str]:
-    """The Canary's route is bound to a rendered Gateway and to the mesh (see test_deploy_k8s.py's
+    """The Canary's route is bound to a rendered Gateway and to the mesh (see tests/helpers/k8s.py's
     check_mesh_policy, which holds the VirtualService Flagger generates to the rest)."""
     service = the_canary(objs)["spec"]["service"]
     gateways = service.get("gateways", [])
