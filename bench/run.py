@@ -320,7 +320,10 @@ def run_processes(scenario: Scenario, targets: list[Target], args: argparse.Name
 def flush(redis_url: str) -> None:
     import redis
 
-    redis.Redis.from_url(redis_url).flushall()  # our own throwaway server, never a shared one
+    # Our own throwaway server, never a shared one. Freeing the millions of keys a batch scenario
+    # writes takes seconds (the 15:59 run of 2026-12-02 died here on a read timeout); synchronous on
+    # purpose, so that no background free runs into the next measurement.
+    redis.Redis.from_url(redis_url, socket_timeout=300).flushall()
 
 
 # -- the profile -------------------------------------------------------------------------------
