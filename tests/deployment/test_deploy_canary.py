@@ -11,7 +11,6 @@ is shown to fire on a mutation of the render.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import KUBECTL_INSTALL, ROOT
+from helpers.k8s import broken_by
 
 from housing_api_testing.flagger import CANARY_POD, canaries, generated, metric_query
 from housing_api_testing.prom import (
@@ -797,9 +797,7 @@ def _config(objs: list[Obj]) -> dict[str, str]:
 def test_each_check_reports_the_broken_invariant(
     prod: list[Obj], check: Check, mutate: Callable[[list[Obj]], None], expected: str
 ) -> None:
-    broken = copy.deepcopy(prod)
-    mutate(broken)
-    problems = check(broken)
+    problems = broken_by(prod, mutate, check)
     assert any(expected in p for p in problems), problems
 
 

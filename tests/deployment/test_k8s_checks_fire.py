@@ -19,6 +19,7 @@ from helpers.k8s import (
     _api_container,
     _config,
     _named,
+    broken_by,
     check_api_cpu,
     check_api_network_policy,
     check_api_pod,
@@ -862,9 +863,7 @@ def test_every_mutation_starts_from_a_clean_render(prod: list[Obj]) -> None:
 def test_check_reports_the_broken_invariant(
     prod: list[Obj], check: Check, mutate: Callable[[list[Obj]], None], expected: str
 ) -> None:
-    broken = copy.deepcopy(prod)
-    mutate(broken)
-    problems = check(broken)
+    problems = broken_by(prod, mutate, check)
     assert any(expected in p for p in problems), problems
 
 

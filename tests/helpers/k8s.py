@@ -12,6 +12,7 @@ same function runs on the real render (test_k8s_manifests.py) and on deliberatel
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -1538,3 +1539,12 @@ def _api(objs: list[Obj]) -> Obj:
 
 def _api_container(objs: list[Obj]) -> Obj:
     return pod_spec(_api(objs))["containers"][0]
+
+
+def broken_by(
+    objs: list[Any], mutate: Callable[[list[Any]], None], check: Callable[[list[Any]], list[str]]
+) -> list[str]:
+    """What `check` reports on a copy of `objs` broken by `mutate` (the shared render stays intact)."""
+    broken = copy.deepcopy(objs)
+    mutate(broken)
+    return check(broken)
