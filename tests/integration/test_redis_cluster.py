@@ -167,6 +167,9 @@ def test_a_topology_change_under_load_fails_no_request_and_the_hit_ratio_recover
         )
 
 
+# Exact drift counts need every sampled row read within the Redis tier's timeout: alone, not
+# beside four parallel workers (one run at 4 workers counted rows off, 2026-12-02).
+@pytest.mark.serial
 def test_a_canary_reads_the_stable_versions_answers_across_the_slots_for_its_drift(
     cluster: harness.RedisClusterNodes, tmp_path: Path
 ) -> None:

@@ -74,6 +74,9 @@ def test_rows_are_shared_through_the_master_the_sentinels_name(group: harness.Se
     assert asyncio.run(scenario()) == ["MISS", "HIT", 200, 200]
 
 
+# Exact drift counts need every sampled row read within the Redis tier's timeout: alone, not
+# beside four parallel workers (one run at 4 workers counted rows off, 2026-12-02).
+@pytest.mark.serial
 def test_a_canary_reads_the_stable_versions_answers_from_the_master_for_its_drift(
     group: harness.SentinelGroup, tmp_path: Path
 ) -> None:
