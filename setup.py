@@ -15,5 +15,10 @@ setup(
             sources=["src/housing_api/_batchjson.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
+        Extension(
+            "housing_api._resp",
+            sources=["src/housing_api/_resp.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+        ),
     ]
 )
