@@ -16,6 +16,11 @@ setup(
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension(
+            "housing_api._rowkeys",
+            sources=["src/housing_api/_rowkeys.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
+        ),
+        Extension(
             "housing_api._resp",
             sources=["src/housing_api/_resp.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"],
