@@ -80,6 +80,33 @@ class MemoryTier(Generic[K, V]):
         if len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    # A batch at a time: what get and put do for each key, without a method call per key.
+    def get_many(self, keys: Sequence[K], values: list[V]) -> list[int]:
+        """values[i] = the value of keys[i] for each key held; returns the positions of the others."""
+        data = self._data
+        get, used = data.get, data.move_to_end
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            value = get(key)
+            if value is None:
+                missing.append(i)
+            else:
+                values[i] = value
+                used(key)
+        return missing
+
+    def put_many(self, items: Sequence[tuple[K, V]]) -> None:
+        """put(key, value) for each, in order."""
+        if self.capacity <= 0:
+            return
+        data = self._data
+        used = data.move_to_end
+        for key, value in items:
+            data[key] = value
+            used(key)
+        for _ in range(len(data) - self.capacity):
+            data.popitem(last=False)
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -243,7 +270,8 @@ class RedisTier:
             await pipe.execute()
 
     async def _eval_set_ex(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
-        args = ("EVALSHA", SET_EX_SHA, len(items), *(k for k, _ in items), ttl_s, *(v for _, v in items))
+        keys, values = zip(*items, strict=True)  # two tuples in C, not a generator step per row
+        args = ("EVALSHA", SET_EX_SHA, len(items), *keys, ttl_s, *values)
         try:
             await self._writes.execute(*args)
         except NoScriptError:

@@ -129,7 +129,7 @@ class ModelCall:
         return True
 
     async def answer(self, batch: list[Pending]) -> Sequence[float | None]:
-        X = rows_matrix(p.row for p in batch)
+        X = rows_matrix([p.row for p in batch])
         started = time.perf_counter()
         if len(batch) <= self.inline_rows:
             # Tiny batches on the compiled path take microseconds: a thread hop costs more.
