@@ -93,7 +93,7 @@ RUN find /app/.venv -name '*.so' ! -path '*/numpy*' -exec strip --strip-debug {}
     && find /app/.venv/lib -name '*.pyi' ! -path '*/housing_api/*' -delete \
     && rm -rf /app/.venv/bin/f2py /app/.venv/bin/numpy-config /app/.venv/lib/python3.11/site-packages/numpy/f2py \
               /app/.venv/lib/python3.11/site-packages/numpy/distutils /app/.venv/lib/python3.11/site-packages/numpy/_core/include \
-    && /app/.venv/bin/python -c "import housing_api._fastpath, housing_api._batchjson, housing_api.app, numpy, uvloop, httptools, orjson"
+    && /app/.venv/bin/python -c "import housing_api._fastpath, housing_api._batchjson, housing_api._resp, housing_api._rowkeys, housing_api.app, numpy, uvloop, httptools, orjson"
 
 # The init container that fetches MODEL_URI's registry version into MODEL_STORE (`make image-fetch`;
 # docs/deployment.md, "Models from the MLflow registry"): the builder's venv plus MLflow's client

@@ -28,7 +28,7 @@ help:  ## list the targets
 deps:  ## what .venv needs from outside (uv; as root: python3-pip, gcc, python3-dev, redis-server)
 	@bash scripts/install-deps.sh
 
-$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c src/housing_api/_batchjson.c | deps
+$(VENV)/.installed: pyproject.toml uv.lock setup.py src/housing_api/_fastpath.c src/housing_api/_batchjson.c src/housing_api/_resp.c src/housing_api/_rowkeys.c | deps
 	$(UV) sync --frozen
 	@touch $@
 

@@ -293,10 +293,16 @@ def _conditions(result: dict[str, Any], command: str) -> str:
     return (
         f"`{command}` at commit {result.get('commit', '?')}: {result.get('processes', 1)} fresh processes of every server "
         f"per scenario, {result['rounds']} rounds on each, each run {result['duration']} (wrk) or {result['k6_duration']} (k6); "
+        f"{_pinned(result)}"
         f"{result.get('elapsed_s', 0) / 60:.0f} minutes in all; "
         f"started {result['started']['time']} (`uptime`: {result['started']['uptime']}), "
         f"finished {result['finished']['time']} (`uptime`: {result['finished']['uptime']})."
     )
+
+
+def _pinned(result: dict[str, Any]) -> str:
+    cpu = result.get("pin_server")
+    return "" if cpu is None else f"every server pinned to CPU {cpu} (`--pin-server`); "
 
 
 def render(bench: dict[str, Any] | None, peers: dict[str, Any] | None, notes: str) -> str:

@@ -11,7 +11,9 @@ the servers stay up, and every run sends rows that no earlier run sent.
 On a machine with two or more CPUs the load generators and redis-server are pinned to the last
 CPU (`taskset`), which leaves the others to the server under test. Unpinned, wrk and Redis landed
 on the server's core in some runs and not others, and the same server's throughput moved by a
-third between runs (the miss path, where Redis works hardest, the most).
+third between runs (the miss path, where Redis works hardest, the most). `--pin-server CPU` pins
+every server under test to one CPU as well (default: unpinned, so a server's event loop and its
+inference thread may run on any CPU, the load generators' among them).
 
     bench/run.py --json build/bench.json --write docs/benchmarks.md            # make bench
     bench/run.py --peers --json build/bench-peers.json --write docs/benchmarks.md  # make bench-peers
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -67,6 +69,19 @@ def load_cpu() -> list[str]:
 def pin_to_load_cpu(pid: int) -> None:
     if prefix := load_cpu():
         subprocess.run(["taskset", "-pc", prefix[-1], str(pid)], capture_output=True, check=True)
+
+
+def server_cpu(cpu: int | None) -> list[str]:
+    """--pin-server: the prefix that pins every server under test (and its threads) to one CPU, so
+    a run cannot differ from the next by where the scheduler put the event loop and the inference
+    thread (the spread question of issue 26); empty by default."""
+    if cpu is None:
+        return []
+    if shutil.which("taskset") is None:
+        sys.exit("--pin-server needs taskset (util-linux)")
+    if load_cpu() and cpu == int(load_cpu()[-1]):
+        print(f"warning: --pin-server {cpu} is the load generators' CPU too", file=sys.stderr)
+    return ["taskset", "-c", str(cpu)]
 
 
 @dataclass(frozen=True)
@@ -397,6 +412,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="also py-spy the service under the batch scenario, to this file")
     parser.add_argument("--profile-scenario", default="batch100-half-repeated", choices=list(SCENARIOS))
     parser.add_argument("--inference", type=Path, help="bench/inference.py output to include in the report")
+    parser.add_argument("--pin-server", type=int, metavar="CPU",
+                        help="pin every server under test to this CPU (taskset); default: unpinned")  # fmt: skip
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
     parser.add_argument("--write", type=Path, help="render the markdown report here (docs/benchmarks.md)")
     args = parser.parse_args()
@@ -421,6 +438,8 @@ def main() -> None:
             base = service_targets(redis_url, not args.no_ablations and not args.peers, args.variant)
             if args.peers:
                 base.append(mlserver_target(tmp))
+            if pin := server_cpu(args.pin_server):
+                base = [replace(t, argv=[*pin, *t.argv]) for t in base]
             seeds = itertools.count(1)
             for name in names:
                 scenario = SCENARIOS[name]
@@ -447,6 +466,7 @@ def main() -> None:
         "k6_duration": args.k6_duration or args.duration,
         "rounds": args.rounds,
         "processes": args.processes,
+        "pin_server": args.pin_server,
         "elapsed_s": round(time.monotonic() - began),
         "runs": [asdict(r) for r in runs],
         "profile": report.summarise_profile(profile_text) if profile_text else None,

@@ -30,19 +30,23 @@
 
 static const char *const NAMES[N_FEATURES] = {"MedInc",     "HouseAge", "AveRooms", "AveBedrms",
                                               "Population", "AveOccup", "Latitude", "Longitude"};
+static size_t LENGTHS[N_FEATURES]; /* strlen of each name, set once when the module is loaded */
+#define KEY_SLOT 16                  /* room for '"' name '"' ':' of every name */
+static char KEYS[N_FEATURES][KEY_SLOT]; /* that text, set with LENGTHS */
+static size_t KEY_LENGTHS[N_FEATURES];
 
 typedef struct {
     const char *p;
     const char *end;
 } Cursor;
 
-static void skip_ws(Cursor *c)
+static inline void skip_ws(Cursor *c)
 {
     while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
         c->p++;
 }
 
-static int eat(Cursor *c, char ch)
+static inline int eat(Cursor *c, char ch)
 {
     skip_ws(c);
     if (c->p < c->end && *c->p == ch) {
@@ -52,7 +56,7 @@ static int eat(Cursor *c, char ch)
     return 0;
 }
 
-static int is_digit(const Cursor *c) { return c->p < c->end && *c->p >= '0' && *c->p <= '9'; }
+static inline int is_digit(const Cursor *c) { return c->p < c->end && *c->p >= '0' && *c->p <= '9'; }
 
 static void digits(Cursor *c)
 {
@@ -60,8 +64,9 @@ static void digits(Cursor *c)
         c->p++;
 }
 
-/* The column of the key at the cursor (a '"' was eaten), or -1. */
-static int key(Cursor *c)
+/* The column of the key at the cursor (a '"' was eaten), or -1. `expected` is tried first: the
+ * column after the previous key's, which it is whenever the keys come in FEATURES order. */
+static int key(Cursor *c, int expected)
 {
     const char *start = c->p;
     while (c->p < c->end && *c->p != '"') {
@@ -73,8 +78,10 @@ static int key(Cursor *c)
         return -1;
     size_t len = (size_t)(c->p - start);
     c->p++; /* the closing quote */
+    if (LENGTHS[expected] == len && memcmp(NAMES[expected], start, len) == 0)
+        return expected;
     for (int i = 0; i < N_FEATURES; i++)
-        if (strlen(NAMES[i]) == len && memcmp(NAMES[i], start, len) == 0)
+        if (LENGTHS[i] == len && memcmp(NAMES[i], start, len) == 0)
             return i;
     return -1;
 }
@@ -187,12 +194,13 @@ static int number(Cursor *c, double *out)
 static int row_object(Cursor *c, double *row, const double *lower, const double *upper)
 {
     unsigned seen = 0;
+    int col = -1;
     if (!eat(c, '{'))
         return 0;
     for (;;) {
         if (!eat(c, '"'))
             return 0;
-        int col = key(c);
+        col = key(c, (col + 1) % N_FEATURES);
         if (col < 0 || (seen & (1u << col)) || !eat(c, ':'))
             return 0;
         skip_ws(c);
@@ -281,46 +289,41 @@ static PyObject *inputs(PyObject *module, PyObject *args)
     }
     size_t keys = 0;
     for (int i = 0; i < N_FEATURES; i++)
-        keys += strlen(NAMES[i]) + 3; /* "name": and a separator */
+        keys += KEY_LENGTHS[i] + 1; /* "name": and a separator */
     Py_ssize_t rows = 0;
     for (Py_ssize_t i = 0; i < len; i++)
         rows += in[i] == ']';
     rows -= 1; /* the outer array's */
-    PyObject *out = PyBytes_FromStringAndSize(NULL, len + (Py_ssize_t)keys * rows + 2);
+    /* KEY_SLOT bytes of slack: each key is copied as a whole slot, of which only its length counts. */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, len + (Py_ssize_t)keys * rows + 2 + KEY_SLOT);
     if (out == NULL)
         return NULL;
     char *w = PyBytes_AS_STRING(out), *start = w;
+    const char *p = in + 1, *end = in + len - 1; /* inside the outer brackets; *end is ']' */
     *w++ = '[';
     int col = 0;
-    for (Py_ssize_t i = 1; i < len - 1; i++) {
-        char ch = in[i];
-        if (ch == '[' || ch == ',' || ch == ']') {
-            if (ch == '[') {
-                *w++ = '{';
-                col = 0;
-            } else if (ch == ']') {
-                *w++ = '}';
-                continue;
-            } else if (in[i - 1] == ']') {
-                *w++ = ','; /* between rows */
-                continue;
-            } else {
-                *w++ = ',';
-                col++;
-            }
+    while (p < end) {
+        char ch = *p;
+        if (ch == '[' || (ch == ',' && p[-1] != ']')) {
+            *w++ = ch == '[' ? '{' : ',';
+            col = ch == '[' ? 0 : col + 1;
             if (col >= N_FEATURES) {
                 Py_DECREF(out);
                 PyErr_SetString(PyExc_ValueError, "a row has more than eight values");
                 return NULL;
             }
-            size_t n = strlen(NAMES[col]);
-            *w++ = '"';
-            memcpy(w, NAMES[col], n);
-            w += n;
-            *w++ = '"';
-            *w++ = ':';
-        } else {
-            *w++ = ch;
+            memcpy(w, KEYS[col], KEY_SLOT);
+            w += KEY_LENGTHS[col];
+            p++;
+        } else if (ch == ']') {
+            *w++ = '}';
+            p++;
+        } else if (ch == ',') {
+            *w++ = ','; /* between rows */
+            p++;
+        } else { /* a number, up to the ',' or ']' after it (there is one: *end is ']') */
+            while (*p != ',' && *p != ']')
+                *w++ = *p++;
         }
     }
     *w++ = ']';
@@ -343,4 +346,15 @@ static struct PyModuleDef module_def = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__batchjson(void) { return PyModuleDef_Init(&module_def); }
+PyMODINIT_FUNC PyInit__batchjson(void)
+{
+    for (int i = 0; i < N_FEATURES; i++) {
+        LENGTHS[i] = strlen(NAMES[i]);
+        KEY_LENGTHS[i] = (size_t)snprintf(KEYS[i], KEY_SLOT, "\"%s\":", NAMES[i]);
+        if (KEY_LENGTHS[i] >= KEY_SLOT) {
+            PyErr_SetString(PyExc_SystemError, "a feature name is too long for its key slot");
+            return NULL;
+        }
+    }
+    return PyModuleDef_Init(&module_def);
+}

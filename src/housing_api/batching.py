@@ -181,14 +181,7 @@ class Resolver:
 
     def _from_memory(self, rows: list[Row], values: list[float]) -> list[int]:
         """The chain's head: no await and no allocation per hit (most requests end here)."""
-        missing: list[int] = []
-        get = self.memory.get
-        for i, row in enumerate(rows):
-            value = get(row)
-            if value is None:
-                missing.append(i)
-            else:
-                values[i] = value
+        missing = self.memory.get_many(rows, values)
         add(self._mem_hit, len(rows) - len(missing))
         add(self._mem_miss, len(missing))
         return missing
@@ -243,7 +236,7 @@ class Resolver:
     # -- the stages --------------------------------------------------------------------------
     async def _run(self, i: int, batch: list[Pending]) -> None:
         """Stage of tier i: answer what it can, pass the rest on, write behind what the model computed."""
-        batch = [p for p in batch if not self.inflight.abandoned(p)]
+        batch = self.inflight.wanted(batch)
         if not batch:
             return
         tier = self.tiers[i]
@@ -268,7 +261,7 @@ class Resolver:
     def _failed(self, i: int, batch: list[Pending], exc: BaseException) -> None:
         tier = self.tiers[i]
         if tier.failed(exc):
-            self._pass_on(i + 1, [p for p in batch if not self.inflight.abandoned(p)])
+            self._pass_on(i + 1, self.inflight.wanted(batch))
         else:
             self.inflight.fail(batch, StageFailed(tier.name))
 
@@ -287,16 +280,9 @@ class Resolver:
     ) -> tuple[list[tuple[Pending, float]], list[Pending]]:
         """Answer every waiter of the rows the tier knew and keep them in memory; returns those
         rows with their values, and the rest."""
-        put, complete = self.memory.put, self.inflight.complete
-        answered: list[tuple[Pending, float]] = []
-        rest: list[Pending] = []
-        waiters = 0
-        for pending, value in zip(batch, found, strict=True):
-            if value is None:
-                rest.append(pending)
-                continue
-            put(pending.row, value)
-            waiters += complete(pending, value, tier.name)
-            answered.append((pending, value))
-        add(self._served[tier.name], waiters)  # once per batch
+        pairs = list(zip(batch, found, strict=True))
+        answered = [(p, v) for p, v in pairs if v is not None]
+        rest = [p for p, v in pairs if v is None] if len(answered) < len(pairs) else []
+        self.memory.put_many([(p.row, v) for p, v in answered])
+        add(self._served[tier.name], self.inflight.complete_all(answered, tier.name))  # once per batch
         return answered, rest

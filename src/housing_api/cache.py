@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -30,6 +30,11 @@ from housing_api.metrics import GET, PING, SET, RedisOp, ServiceMetrics
 from housing_api.redis_channel import Channel
 from housing_api.redis_faults import OUTAGES, TIMEOUT, WRITES_REFUSED, BurstLog, classify
 from housing_api.redis_sentinel import sentinel_master as sentinel_master_client
+
+try:
+    from housing_api import _resp
+except ImportError:  # no C compiler at install time: hiredis' packer, else redis-py's
+    _resp = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 WRITE_TIMEOUT_S = 2.0
@@ -74,6 +79,33 @@ class MemoryTier(Generic[K, V]):
         self._data.move_to_end(key)
         if len(self._data) > self.capacity:
             self._data.popitem(last=False)
+
+    # A batch at a time: what get and put do for each key, without a method call per key.
+    def get_many(self, keys: Sequence[K], values: list[V]) -> list[int]:
+        """values[i] = the value of keys[i] for each key held; returns the positions of the others."""
+        data = self._data
+        get, used = data.get, data.move_to_end
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            value = get(key)
+            if value is None:
+                missing.append(i)
+            else:
+                values[i] = value
+                used(key)
+        return missing
+
+    def put_many(self, items: Sequence[tuple[K, V]]) -> None:
+        """put(key, value) for each, in order."""
+        if self.capacity <= 0:
+            return
+        data = self._data
+        used = data.move_to_end
+        for key, value in items:
+            data[key] = value
+            used(key)
+        for _ in range(len(data) - self.capacity):
+            data.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -238,7 +270,8 @@ class RedisTier:
             await pipe.execute()
 
     async def _eval_set_ex(self, items: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
-        args = ("EVALSHA", SET_EX_SHA, len(items), *(k for k, _ in items), ttl_s, *(v for _, v in items))
+        keys, values = zip(*items, strict=True)  # two tuples in C, not a generator step per row
+        args = ("EVALSHA", SET_EX_SHA, len(items), *keys, ttl_s, *values)
         try:
             await self._writes.execute(*args)
         except NoScriptError:
@@ -314,24 +347,37 @@ class RedisTier:
 
 
 def with_c_packing(connection_class: type[Any]) -> type[Any]:
-    """The connection class (plain, TLS or unix socket) packing commands with hiredis' C packer.
+    """The connection class (plain, TLS or unix socket) packing commands in C.
 
     redis-py's asyncio connections pack every command in Python (its sync client already uses
     hiredis). A micro-batch's MGET and EVALSHA carry one or two arguments per row, so packing is
-    event-loop time that grows with the batch; C packing is several times cheaper (how much:
-    docs/benchmarks.md, "hiredis' C packer").
-    Arguments hiredis would format differently from redis-py (floats, bools, memoryviews) and
-    multi-word command names keep redis-py's own packing."""
+    event-loop time that grows with the batch. `_resp.pack` writes the command in one pass; without
+    it (installed without a C compiler) hiredis' packer, which formats each argument with sprintf,
+    and without either redis-py's own (how much each costs: docs/benchmarks.md, "hiredis' C packer"
+    and issue 26's batch path). Arguments that would be packed differently from redis-py (floats,
+    bools, memoryviews) and multi-word command names keep redis-py's own packing."""
+    if _resp is not None:
+        return _packing(connection_class, _resp.pack)
     try:
         from hiredis import pack_command
     except ImportError:
         return connection_class
 
+    def hiredis_pack(args: tuple[Any, ...]) -> bytes | None:
+        return pack_command(args) if all(type(a) in _C_PACKED for a in args) else None
+
+    return _packing(connection_class, hiredis_pack)
+
+
+def _packing(connection_class: type[Any], packer: Callable[[tuple[Any, ...]], bytes | None]) -> type[Any]:
+    """connection_class with `packer`'s bytes for a command, or its own where `packer` gives None."""
+
     def pack(self: Any, *args: Any) -> list[bytes]:
-        if " " not in args[0] and all(type(a) in _C_PACKED for a in args):
-            return [pack_command(args)]
-        packed: list[bytes] = connection_class.pack_command(self, *args)
-        return packed
+        packed = packer(args) if " " not in args[0] else None
+        if packed is not None:
+            return [packed]
+        own: list[bytes] = connection_class.pack_command(self, *args)
+        return own
 
     return type(f"CPacked{connection_class.__name__}", (connection_class,), {"pack_command": pack})
 

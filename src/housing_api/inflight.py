@@ -68,19 +68,28 @@ class InFlight:
 
     def complete(self, pending: Pending, value: float, source: Source) -> int:
         """Answer every waiter of the row; returns how many there were."""
-        self._forget(pending)
-        for ticket, i in pending.waiters:
-            ticket.values[i] = value
-            ticket.sources[i] = source
-            ticket.remaining -= 1
-            if ticket.remaining == 0 and not ticket.future.done():
-                # Answered: the ticket needs its rows no more. Dropping them breaks the cycle
-                # ticket -> pendings -> waiters -> ticket, so both are freed at once by reference
-                # counting instead of piling up for the cyclic collector (3,000 objects per
-                # collection under load, most of its time; docs/benchmarks.md).
-                ticket.pendings = []
-                ticket.future.set_result(None)
-        return len(pending.waiters)
+        return self.complete_all(((pending, value),), source)
+
+    def complete_all(self, answered: Iterable[tuple[Pending, float]], source: Source) -> int:
+        """Answer every waiter of each row with its value (a batch in one call: no call per row);
+        returns how many waiters there were in all."""
+        rows, n = self._rows, 0
+        for pending, value in answered:
+            if rows.get(pending.row) is pending:  # _forget, inline
+                del rows[pending.row]
+            for ticket, i in pending.waiters:
+                ticket.values[i] = value
+                ticket.sources[i] = source
+                ticket.remaining -= 1
+                if ticket.remaining == 0 and not ticket.future.done():
+                    # Answered: the ticket needs its rows no more. Dropping them breaks the cycle
+                    # ticket -> pendings -> waiters -> ticket, so both are freed at once by reference
+                    # counting instead of piling up for the cyclic collector (3,000 objects per
+                    # collection under load, most of its time; docs/benchmarks.md).
+                    ticket.pendings = []
+                    ticket.future.set_result(None)
+            n += len(pending.waiters)
+        return n
 
     def fail(self, pendings: Iterable[Pending], exc: BaseException) -> None:
         """Fail every request waiting for these rows (each request once)."""
@@ -106,6 +115,11 @@ class InFlight:
     def abandoned(self, pending: Pending) -> bool:
         """No request waits for the row any more (a stage may skip it)."""
         return not pending.waiters
+
+    @staticmethod
+    def wanted(pendings: list[Pending]) -> list[Pending]:
+        """The rows some request still waits for (not abandoned), in order."""
+        return [p for p in pendings if p.waiters]
 
 
 def unshared(rows: list[Row], positions: Iterable[int], ticket: Ticket) -> list[Pending]:

@@ -11,7 +11,8 @@ is the rows' bytes joined; and the Redis key's digest is of those bytes as they 
 
 canonical_batch() canonicalises a whole request at once with numpy (one array, one bytes object)
 instead of once per row in Python; its rows and digests are the same as the per-row functions'
-(tests/unit/test_keys.py holds them to that).
+(tests/unit/test_keys.py holds them to that). cache_keys() computes a micro-batch's keys in one
+call of C (_rowkeys.c) where it is built, the same strings as row_digest's one by one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from typing import Any
 import numpy as np
 
 from housing_api import FEATURES
+
+try:
+    from housing_api import _rowkeys
+except ImportError:  # no C compiler at install time: hashlib, row by row
+    _rowkeys = None  # type: ignore[assignment]
 
 Row = bytes
 """A canonical row: its eight float64 values in FEATURES order, little-endian (ROW_BYTES bytes)."""
@@ -113,5 +119,7 @@ def key_namespace(prefix: str, model_version: str, encoding: str) -> str:
 
 
 def cache_keys(namespace: str, rows: Iterable[Row]) -> list[str]:
-    """Redis keys for rows under one namespace."""
+    """Redis keys for rows under one namespace: namespace + row_digest(row) for each."""
+    if _rowkeys is not None:
+        return _rowkeys.keys(namespace, rows if isinstance(rows, list) else list(rows))
     return [namespace + row_digest(row) for row in rows]

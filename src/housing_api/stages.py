@@ -119,8 +119,16 @@ class Stage(Generic[T]):
                 await self.ready.wait()
                 self.ready.clear()
                 continue
-            batch = [self.queue.popleft() for _ in range(min(len(self.queue), self.batch_max))]
-            await self._run(batch)
+            await self._run(self._take(self.batch_max))
+
+    def _take(self, n: int) -> list[T]:
+        """Up to n items from the head of the queue."""
+        queue = self.queue
+        if len(queue) <= n:
+            batch = list(queue)
+            queue.clear()
+            return batch
+        return [queue.popleft() for _ in range(n)]
 
     async def _run(self, batch: list[T]) -> None:
         self.busy = True
@@ -142,7 +150,7 @@ class Stage(Generic[T]):
     async def _linger(self, batch: list[T]) -> None:
         """BATCH_MAX_WAIT_MS: a batch that is not full waits this long once for more items."""
         await asyncio.sleep(self.linger_s)
-        batch += [self.queue.popleft() for _ in range(min(self.batch_max - len(batch), len(self.queue)))]
+        batch += self._take(self.batch_max - len(batch))
 
     def _contain(self, batch: list[T], exc: BaseException) -> None:
         self._errors.inc()

@@ -23,7 +23,7 @@ from prometheus_client import Counter
 
 from housing_api.cache import RedisTier, decode_value, encode_values
 from housing_api.inflight import Pending
-from housing_api.keys import row_digest, rows_matrix
+from housing_api.keys import cache_keys, row_digest, rows_matrix
 from housing_api.metrics import ERROR, HIT, INVALID, MISS, MODEL, REDIS, REDIS_WRITE, SET, ServiceMetrics, Source
 from housing_api.model import Model
 from housing_api.redis_faults import classify
@@ -75,7 +75,7 @@ class RedisLookup:
 
     async def answer(self, batch: list[Pending]) -> Sequence[float | None]:
         assert self.redis is not None
-        keys = [self.namespace + row_digest(p.row) for p in batch]
+        keys = cache_keys(self.namespace, [p.row for p in batch])
         for pending, key in zip(batch, keys, strict=True):
             pending.key = key  # kept for the write-behind, should the model answer the row
         found = await self.redis.get_many(keys)
@@ -129,7 +129,7 @@ class ModelCall:
         return True
 
     async def answer(self, batch: list[Pending]) -> Sequence[float | None]:
-        X = rows_matrix(p.row for p in batch)
+        X = rows_matrix([p.row for p in batch])
         started = time.perf_counter()
         if len(batch) <= self.inline_rows:
             # Tiny batches on the compiled path take microseconds: a thread hop costs more.

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from housing_api import keys
 from housing_api.keys import (
     ROW_BYTES,
     SMALL_BATCH,
@@ -123,3 +124,25 @@ def test_split_rows_is_canonical_batch_of_the_joined_rows() -> None:
     batch = canonical_batch(rows)
     split = split_rows(b"".join(batch.rows))
     assert (split.rows, split.query_key) == (batch.rows, batch.query_key)
+
+
+@pytest.mark.parametrize("namespace", ["housing-api:0123456789abcdef:r1:", "", "prefix-ü:"])
+def test_cache_keys_are_hashlibs_digests_of_every_row(namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The compiled path (_rowkeys.c, one BLAKE2b block per row) against hashlib, on rows of every
+    # length it takes (a canonical row is 64 bytes), and the same keys without it.
+    rng = random.Random(7)
+    rows = [rng.randbytes(n) for n in range(129)] + [rng.randbytes(ROW_BYTES) for _ in range(200)]
+    expected = [namespace + hashlib.blake2b(row, digest_size=16).hexdigest() for row in rows]
+    assert cache_keys(namespace, rows) == expected
+    assert cache_keys(namespace, iter(rows)) == expected
+    monkeypatch.setattr(keys, "_rowkeys", None)
+    assert cache_keys(namespace, rows) == expected
+
+
+def test_compiled_cache_keys_refuse_what_is_not_one_block() -> None:
+    if keys._rowkeys is None:
+        pytest.skip("housing_api._rowkeys is not built")
+    with pytest.raises(ValueError, match="at most 128"):
+        keys._rowkeys.keys("ns:", [b"x" * 129])
+    with pytest.raises(ValueError, match="at most 128"):
+        keys._rowkeys.keys("ns:", ["not bytes"])  # type: ignore[list-item]

@@ -117,3 +117,25 @@ def test_a_hanging_model_costs_its_requests_the_deadline_and_nothing_more() -> N
             model.release.set()
 
     asyncio.run(scenario())
+
+
+def test_a_stage_takes_at_most_batch_max_items_in_queue_order() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from housing_api.metrics import ServiceMetrics
+    from housing_api.stages import Stage
+
+    async def scenario() -> list[list[int]]:
+        batches: list[list[int]] = []
+
+        async def handle(batch: list[int]) -> None:
+            batches.append(batch)
+
+        stage: Stage[int] = Stage("t", handle, lambda _b, _e: None, ServiceMetrics(CollectorRegistry()),
+                                  batch_max=4, bound_s=1.0)  # fmt: skip
+        stage.put(list(range(10)))
+        stage.start()
+        await stage.stop(1.0)
+        return batches
+
+    assert asyncio.run(scenario()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

@@ -1,0 +1,3 @@
+# The C extension built from _resp.c; use housing_api.cache, not this module.
+
+def pack(args: tuple[object, ...], /) -> bytes | None: ...
