@@ -68,6 +68,15 @@ def test_every_module_has_its_unit_test_file() -> None:
     assert missing == [], "give the module its unit tests (CONTRIBUTING.md, 'Where a test goes')"
 
 
+def test_no_two_test_modules_share_a_name() -> None:
+    # tests/ has no __init__.py: pytest imports each test module by its bare name, and a second
+    # tests/<other folder>/test_x.py fails the collection of `make test` (`make check` leaves
+    # integration modules out, so it would not see the clash). Integration twins end in _live.
+    names = sorted(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    assert clashes == [], "rename one of each (tests/integration/test_<module>_live.py)"
+
+
 def test_the_wheel_and_so_the_image_leave_the_harness_out() -> None:
     # What setuptools' find does with `include` (fnmatch on dotted names): setuptools is not in .venv.
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]

@@ -1,6 +1,6 @@
 """drift.py in this process: which rows are sampled, and what the comparison with the stable version's
 cached answers records. The stable store is a stub with Redis' get_many shape (the real one against
-a Redis server is tests/integration/test_drift.py)."""
+a Redis server is tests/integration/test_drift_live.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """redis_channel.py with a stand-in connection: one connection kept while it is in step with the server,
 dropped after any failure, and the client used while the channel is busy. (Against a real Redis:
-tests/integration/test_redis_channel.py.)"""
+tests/integration/test_redis_channel_live.py.)"""
 
 from __future__ import annotations
 

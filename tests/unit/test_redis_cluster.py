@@ -1,6 +1,6 @@
 """redis_cluster.py's round trip with a stand-in connection: a pipeline is one write and a reply per
 command, an error reply stays in its place, and a link drops a connection that failed. (Slot routing,
-MOVED and failover against a real cluster: tests/integration/test_redis_cluster.py.)"""
+MOVED and failover against a real cluster: tests/integration/test_redis_cluster_live.py.)"""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """redis_sentinel.py: the sentinels get the servers' credentials, timeouts and TLS but not the database;
-nothing connects until the first command (tests/integration/test_redis_sentinel.py runs real ones)."""
+nothing connects until the first command (tests/integration/test_redis_sentinel_live.py runs real ones)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """tracing.py in this process: the request's span (its parent from traceparent, its attributes and
 status), log ids, the tiers passed through unchanged, and an exporter failure that is dropped, never
-raised. Spans go to an in-memory exporter here; to a real OTLP collector in tests/integration/test_tracing.py."""
+raised. Spans go to an in-memory exporter here; to a real OTLP collector in tests/integration/test_tracing_live.py."""
 
 from __future__ import annotations
 
