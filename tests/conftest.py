@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,18 @@ def client() -> Iterator[TestClient]:
 def app_client(**overrides: Any) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(**overrides))) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def truth() -> Callable[[dict[str, Any]], float]:
+    """What a process without Redis answers for a row (the reference the Redis tests compare with)."""
+    with app_client() as c:
+
+        def predict(row: dict[str, Any]) -> float:
+            value: float = c.post("/predict", json=[row]).json()["prediction"][0]
+            return value
+
+        yield predict  # type: ignore[misc]
 
 
 @asynccontextmanager

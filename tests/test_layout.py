@@ -54,6 +54,29 @@ def test_unit_tests_are_named_after_the_module_they_test() -> None:
     assert strays == [], "name a unit test file after the src/housing_api/ module it tests"
 
 
+# Modules with nothing of their own to test: __init__ holds two constants (its version falls back
+# to 0.0.0 uninstalled) and __main__ is `main()` (`python -m housing_api` in the integration tests).
+# The C shims (_fastpath.c, _batchjson.c) are not .py modules: test_fastpath.py and test_batch_json.py
+# hold them equal to the Python paths they speed up.
+NO_UNIT_FILE = {"__init__", "__main__"}
+
+
+def test_every_module_has_its_unit_test_file() -> None:
+    unit = ROOT / "tests" / "unit"
+    modules = sorted(p.stem for p in (ROOT / "src" / "housing_api").glob("*.py") if p.stem not in NO_UNIT_FILE)
+    missing = [f"tests/unit/test_{m}.py" for m in modules if not (unit / f"test_{m}.py").is_file()]
+    assert missing == [], "give the module its unit tests (CONTRIBUTING.md, 'Where a test goes')"
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    # tests/ has no __init__.py: pytest imports each test module by its bare name, and a second
+    # tests/<other folder>/test_x.py fails the collection of `make test` (`make check` leaves
+    # integration modules out, so it would not see the clash). Integration twins end in _live.
+    names = sorted(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    assert clashes == [], "rename one of each (tests/integration/test_<module>_live.py)"
+
+
 def test_the_wheel_and_so_the_image_leave_the_harness_out() -> None:
     # What setuptools' find does with `include` (fnmatch on dotted names): setuptools is not in .venv.
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]

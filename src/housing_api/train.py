@@ -182,7 +182,7 @@ def previous_created_at(path: Path, meta: dict[str, Any]) -> str | None:
         previous = json.loads(path.read_text())
         created = previous.pop("created_at")
         previous.pop("version", None)
-    except (OSError, ValueError, KeyError, AttributeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # TypeError: a JSON array
         return None
     return str(created) if previous == meta else None
 

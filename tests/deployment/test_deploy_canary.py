@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import KUBECTL_INSTALL, ROOT
-from helpers.k8s import broken_by
+from helpers.k8s.mutations import broken_by
 
 from housing_api_testing.flagger import CANARY_POD, canaries, generated, metric_query
 from housing_api_testing.prom import (
@@ -223,7 +223,7 @@ def check_canary_refs(objs: list[Obj]) -> list[str]:
 
 
 def check_gateways(objs: list[Obj]) -> list[str]:
-    """The Canary's route is bound to a rendered Gateway and to the mesh (see tests/helpers/k8s.py's
+    """The Canary's route is bound to a rendered Gateway and to the mesh (see tests/helpers/k8s/istio.py's
     check_mesh_policy, which holds the VirtualService Flagger generates to the rest)."""
     service = the_canary(objs)["spec"]["service"]
     gateways = service.get("gateways", [])

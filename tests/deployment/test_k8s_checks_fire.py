@@ -1,4 +1,4 @@
-"""Each check of tests/helpers/k8s.py reports the breakage it exists to catch, on a broken copy of
+"""Each check of tests/helpers/k8s/ reports the breakage it exists to catch, on a broken copy of
 a clean render."""
 
 from __future__ import annotations
@@ -7,11 +7,30 @@ import copy
 from collections.abc import Callable
 
 import pytest
-from helpers.k8s import (
+from helpers.k8s import PROD_CHECKS
+from helpers.k8s.environments import check_dev, check_prod_model, check_prod_namespace
+from helpers.k8s.istio import (
+    check_connection_bounds,
+    check_destination_rules,
+    check_mesh_policy,
+    check_outlier_detection,
+    check_public_routes,
+    check_retries,
+    check_timeouts,
+    check_virtual_services,
+)
+from helpers.k8s.monitoring import (
+    check_gateway_monitor,
+    check_grafana_dashboard,
+    check_monitoring_selector,
+    check_pod_monitors,
+    check_prometheus_rule,
+)
+from helpers.k8s.mutations import broken_by
+from helpers.k8s.objects import (
     API,
     DASHBOARD_LABEL,
     PRIMARY,
-    PROD_CHECKS,
     REDIS,
     Check,
     Obj,
@@ -19,47 +38,34 @@ from helpers.k8s import (
     _api_container,
     _config,
     _named,
-    broken_by,
-    check_api_cpu,
-    check_api_network_policy,
-    check_api_pod,
-    check_connection_bounds,
-    check_container_security,
-    check_destination_rules,
-    check_dev,
-    check_gateway_monitor,
-    check_graceful_shutdown,
-    check_grafana_dashboard,
-    check_hpa_targets,
-    check_image_tags,
-    check_labels,
-    check_mesh_policy,
-    check_monitoring_selector,
-    check_no_secret_in_config_or_command,
-    check_outlier_detection,
-    check_pdbs,
-    check_pod_monitors,
-    check_probe_ports,
-    check_prod_images,
-    check_prod_model,
-    check_prod_namespace,
-    check_prometheus_rule,
-    check_public_routes,
-    check_redis_auth,
-    check_redis_exporter,
-    check_redis_ha,
-    check_redis_is_a_cache,
-    check_redis_transport,
-    check_redis_url,
-    check_retries,
-    check_schemas,
-    check_sentinel_ports,
-    check_service_selectors,
-    check_timeouts,
-    check_virtual_services,
     of_kind,
     pod_spec,
     redis_workload,
+)
+from helpers.k8s.redis import (
+    check_api_network_policy,
+    check_no_secret_in_config_or_command,
+    check_redis_auth,
+    check_redis_exporter,
+    check_redis_ha,
+    check_redis_transport,
+    check_sentinel_ports,
+)
+from helpers.k8s.schemas import check_schemas
+from helpers.k8s.workloads import (
+    check_api_cpu,
+    check_api_pod,
+    check_container_security,
+    check_graceful_shutdown,
+    check_hpa_targets,
+    check_image_tags,
+    check_labels,
+    check_pdbs,
+    check_probe_ports,
+    check_prod_images,
+    check_redis_is_a_cache,
+    check_redis_url,
+    check_service_selectors,
 )
 
 # --- each check fails when its invariant breaks ------------------------------------------------

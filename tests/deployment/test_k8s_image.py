@@ -13,17 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import RENDERS
-from helpers.k8s import (
-    API,
-    ROOT,
-    Obj,
-    _api,
-    _api_container,
-    _config,
-    api_deployment,
-    container_port,
-    pod_spec,
-)
+from helpers.k8s.objects import API, ROOT, Obj, _api, _api_container, _config, api_deployment, container_port, pod_spec
 
 # --- the manifests match the built image (issue 16) ---------------------------------------------
 # Read from `podman inspect` of the image tests/image/test_image.py builds (conftest's built_image), not

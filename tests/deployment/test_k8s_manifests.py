@@ -1,4 +1,4 @@
-"""The real renders of base, dev and prod keep every invariant of tests/helpers/k8s.py, and the
+"""The real renders of base, dev and prod keep every invariant of tests/helpers/k8s/, and the
 Makefile renders each overlay."""
 
 from __future__ import annotations
@@ -8,18 +8,11 @@ import re
 
 import pytest
 from conftest import RENDERS
-from helpers.k8s import (
-    COMMON_CHECKS,
-    KUBERNETES_VERSION,
-    PROD_CHECKS,
-    ROOT,
-    Check,
-    Obj,
-    check_dev,
-    check_dev_redis_secret,
-    check_hpa_targets,
-    of_kind,
-)
+from helpers.k8s import COMMON_CHECKS, PROD_CHECKS
+from helpers.k8s.environments import check_dev
+from helpers.k8s.objects import KUBERNETES_VERSION, ROOT, Check, Obj, of_kind
+from helpers.k8s.redis import check_dev_redis_secret
+from helpers.k8s.workloads import check_hpa_targets
 
 # --- the real renders --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Two model versions sharing one Redis, as during a canary release: a stable app serving the
 committed model (A) and a canary app serving another one (B, conftest.other_model) started with
-STABLE_MODEL_VERSION = A's version. Used by test_drift.py and by the Sentinel and Cluster tests.
+STABLE_MODEL_VERSION = A's version. Used by test_drift_live.py and by the Sentinel and Cluster tests.
 
 What the apps answer is checked against scikit-learn's own predict() on each estimator, never
 against the service's inference code.

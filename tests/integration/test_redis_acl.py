@@ -1,7 +1,7 @@
 """The manifests' Redis ACL against a real redis-server: the service's real operations work as the
 least-privileged user, and nothing else does (issue 21 #10).
 
-The ACL file is the dev overlay's (the Secret's users.acl; tests/helpers/k8s.py checks that the
+The ACL file is the dev overlay's (the Secret's users.acl; tests/helpers/k8s/ checks that the
 rendered Secret carries it and that its password is the Secret's). The server loads it with
 --aclfile, as the Redis container does; the service connects as REDIS_USERNAME with
 REDIS_PASSWORD_FILE, as the API container does.

@@ -1,4 +1,5 @@
-"""http_cache.py: GET /predict's response cache, in process (its Redis side: tests/integration/test_wedge.py)."""
+"""http_cache.py: GET /predict's response cache, in process (its Redis side:
+tests/integration/test_get_cache_redis.py)."""
 
 from __future__ import annotations
 

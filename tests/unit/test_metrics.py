@@ -5,25 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import os
 import re
 from typing import Any
 
-import httpx
-import pytest
 from conftest import ROOT, app_client, make_settings, run, running_app
-from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
-from starlette.routing import Route
-from starlette.testclient import TestClient
 
-from housing_api import cli
 from housing_api.app import create_app
-from housing_api.http_metrics import InProgress
 from housing_api.schemas import SAMPLE_BATCH
 from housing_api_testing.prom import exported_series, scraped
 
@@ -129,18 +117,6 @@ def test_get_predict_counts_the_response_cache_as_the_http_tier() -> None:
     assert value("housing_api_rows_served_total", {"source": "model"}) == 1  # the miss, not counted twice
 
 
-def test_latency_is_recorded_with_the_status_class() -> None:
-    # The SLO reads the 2xx answers only: a fast 422 or 429 must not pull the p99 down.
-    with app_client() as c:
-        c.post("/predict", json=SAMPLE_BATCH)
-        c.post("/predict", json=[{**SAMPLE_BATCH[0], "MedInc": -1}])
-        value = c.app.state.metrics.registry.get_sample_value  # type: ignore[attr-defined]
-    predict = {"handler": "/predict", "method": "POST"}
-    assert value("http_request_duration_seconds_count", {**predict, "status": "2xx"}) == 1
-    assert value("http_request_duration_seconds_count", {**predict, "status": "4xx"}) == 1
-    assert value("http_request_duration_highr_seconds_count") == 2
-
-
 def test_a_full_write_queue_counts_the_rows_it_drops(redis_url: str) -> None:
     async def scenario() -> tuple[float | None, float | None]:
         app = create_app(make_settings(redis_url=redis_url, max_queued_rows=4, max_batch_rows=4))
@@ -176,78 +152,3 @@ def test_garbage_collections_are_timed_while_the_app_runs() -> None:
     before, during, after = run(scenario())
     assert before is not None and during == before + 1 == after  # counted once; not after shutdown
     assert not any(getattr(cb, "__self__", None).__class__.__name__ == "GcPauses" for cb in gc.callbacks)
-
-
-def _blocking_app(release: asyncio.Event, gauge: Gauge) -> Starlette:
-    async def slow(request: Request) -> PlainTextResponse:
-        await release.wait()
-        return PlainTextResponse("done")
-
-    async def metrics(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("")
-
-    routes = [Route("/items/{item}", slow), Route("/metrics", metrics)]
-    return Starlette(routes=routes, middleware=[Middleware(InProgress, gauge=gauge)])
-
-
-def _in_progress(app: Starlette) -> InProgress:
-    layer: Any = app.middleware_stack
-    while not isinstance(layer, InProgress):
-        layer = layer.app
-    return layer
-
-
-ITEMS = {"handler": "/items/{item}", "method": "GET"}
-
-
-def test_requests_in_progress_are_counted_by_route_template_and_method() -> None:
-    registry = CollectorRegistry()
-    gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)
-
-    async def scenario() -> tuple[float | None, float | None]:
-        release = asyncio.Event()
-        transport = httpx.ASGITransport(app=_blocking_app(release, gauge))
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            pending = [asyncio.create_task(c.get(f"/items/{i}")) for i in range(3)]
-            await asyncio.sleep(0.05)
-            during = registry.get_sample_value("http_requests_inprogress", ITEMS)
-            release.set()
-            await asyncio.gather(*pending)
-            await c.get("/metrics")
-            await c.get("/nowhere")
-        after = registry.get_sample_value("http_requests_inprogress", ITEMS)
-        return during, after
-
-    assert run(scenario()) == (3, 0)
-    handlers = {s.labels["handler"] for f in registry.collect() for s in f.samples}
-    assert handlers == {"/items/{item}", "none"}  # /metrics itself is not counted
-
-
-@pytest.mark.slow
-def test_the_in_progress_memo_is_bounded() -> None:
-    registry = CollectorRegistry()
-    gauge = Gauge("http_requests_inprogress", "", ["handler", "method"], registry=registry)
-    release = asyncio.Event()
-    release.set()
-    app = _blocking_app(release, gauge)
-    with TestClient(app) as c:
-        for i in range(1100):
-            c.get(f"/random-{i}")
-    assert len(_in_progress(app)._by_path) == 1024
-
-
-def test_serve_runs_one_worker_per_process(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        cli.main(["serve", "--help"])
-    usage = capsys.readouterr().out
-    assert "--port" in usage
-    assert "--workers" not in usage
-
-
-def test_serve_ignores_a_leftover_multiprocess_directory(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp/left-over")
-    cli._single_process_metrics()
-    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-    assert "ignoring PROMETHEUS_MULTIPROC_DIR" in capsys.readouterr().err
